@@ -16,7 +16,12 @@ const MAX_SHARDS: usize = u16::MAX as usize + 1;
 /// `u64`.
 ///
 /// The same rule places the vnode labels `"shard-i#j"`, so any language with MD5 can
-/// reproduce it. For example `key_position(b"")` is `0xd41d8cd98f00b204`.
+/// reproduce it:
+///
+/// ```
+/// // MD5("") = d41d8cd98f00b204e9800998ecf8427e
+/// assert_eq!(sharding::key_position(b""), 0xd41d_8cd9_8f00_b204);
+/// ```
 #[inline]
 pub fn key_position(key: &[u8]) -> u64 {
     let digest = Md5::digest(key);
@@ -39,6 +44,15 @@ pub fn key_position(key: &[u8]) -> u64 {
 ///
 /// Lookups do a binary search over a sorted `Vec<u64>` of positions (with a parallel
 /// `Vec<ShardId>` of owners) and allocate nothing.
+///
+/// ```
+/// use sharding::{Ring, ShardId, DEFAULT_VNODES};
+///
+/// let ring = Ring::new(5, DEFAULT_VNODES);
+/// assert_eq!(ring.shard_for_str("user123"), ShardId::new(2));
+/// assert_eq!(ring.shard_for(b"alice"), ShardId::new(2));
+/// assert_eq!(ring.point_count(), 5000);
+/// ```
 #[derive(Clone)]
 pub struct Ring {
     /// Point positions, ascending (ties broken by shard id).
@@ -71,14 +85,10 @@ impl Ring {
     /// overflows `usize`.
     pub fn try_new(shard_count: usize, vnodes: usize) -> Result<Ring, Error> {
         if shard_count == 0 {
-            return Err(Error::InvalidRing(
-                "shard_count is 0: a ring needs at least one shard".into(),
-            ));
+            return Err(Error::InvalidRing("shard_count is 0: a ring needs at least one shard".into()));
         }
         if vnodes == 0 {
-            return Err(Error::InvalidRing(
-                "vnodes is 0: each shard needs at least one ring point".into(),
-            ));
+            return Err(Error::InvalidRing("vnodes is 0: each shard needs at least one ring point".into()));
         }
         if shard_count > MAX_SHARDS {
             return Err(Error::InvalidRing(format!(
@@ -86,9 +96,7 @@ impl Ring {
             )));
         }
         let total = shard_count.checked_mul(vnodes).ok_or_else(|| {
-            Error::InvalidRing(format!(
-                "{shard_count} shards x {vnodes} vnodes overflows the point count"
-            ))
+            Error::InvalidRing(format!("{shard_count} shards x {vnodes} vnodes overflows the point count"))
         })?;
 
         let mut points: Vec<(u64, ShardId)> = Vec::with_capacity(total);
@@ -106,13 +114,7 @@ impl Ring {
 
         let (positions, owners): (Vec<u64>, Vec<ShardId>) = points.into_iter().unzip();
         let shares = compute_shares(&positions, &owners, shard_count);
-        Ok(Ring {
-            positions,
-            owners,
-            shard_count,
-            vnodes,
-            shares,
-        })
+        Ok(Ring { positions, owners, shard_count, vnodes, shares })
     }
 
     /// The shard that owns `key`. Allocation-free: one MD5 on the stack and a binary
@@ -187,9 +189,7 @@ fn compute_shares(positions: &[u64], owners: &[ShardId], shard_count: usize) -> 
         prev = Some(pos);
     }
     debug_assert_eq!(arcs.iter().sum::<u128>(), CIRCLE);
-    arcs.into_iter()
-        .map(|a| a as f64 / CIRCLE as f64)
-        .collect()
+    arcs.into_iter().map(|a| a as f64 / CIRCLE as f64).collect()
 }
 
 #[cfg(test)]
@@ -226,11 +226,7 @@ mod tests {
     #[test]
     fn golden_shares() {
         let ring = Ring::new(5, DEFAULT_VNODES);
-        let percent: Vec<String> = ring
-            .shares()
-            .iter()
-            .map(|s| format!("{:.2}", s * 100.0))
-            .collect();
+        let percent: Vec<String> = ring.shares().iter().map(|s| format!("{:.2}", s * 100.0)).collect();
         assert_eq!(percent, ["20.02", "19.84", "20.16", "19.55", "20.43"]);
         let sum: f64 = ring.shares().iter().sum();
         assert!((sum - 1.0).abs() < 1e-12, "shares sum to {sum}");
@@ -242,20 +238,13 @@ mod tests {
         assert_eq!(ring.shard_count(), 5);
         assert_eq!(ring.vnodes(), 1000);
         assert_eq!(ring.point_count(), 5000);
-        assert_eq!(
-            format!("{ring:?}"),
-            "Ring { shard_count: 5, vnodes: 1000, point_count: 5000 }"
-        );
+        assert_eq!(format!("{ring:?}"), "Ring { shard_count: 5, vnodes: 1000, point_count: 5000 }");
     }
 
     #[test]
     fn points_are_sorted_and_lookup_follows_the_rule() {
         let ring = Ring::new(3, 50);
-        assert!(ring
-            .positions
-            .windows(2)
-            .zip(ring.owners.windows(2))
-            .all(|(p, o)| (p[0], o[0]) <= (p[1], o[1])));
+        assert!(ring.positions.windows(2).zip(ring.owners.windows(2)).all(|(p, o)| (p[0], o[0]) <= (p[1], o[1])));
         // A position exactly on a point belongs to that point; one past it, to the next.
         for k in 0..ring.point_count() - 1 {
             let p = ring.positions[k];
@@ -277,22 +266,10 @@ mod tests {
     fn vnode_labels_match_the_spec() {
         let ring = Ring::new(2, 3);
         let mut expected: Vec<(u64, ShardId)> = (0..2u16)
-            .flat_map(|i| {
-                (0..3).map(move |j| {
-                    (
-                        key_position(format!("shard-{i}#{j}").as_bytes()),
-                        ShardId::new(i),
-                    )
-                })
-            })
+            .flat_map(|i| (0..3).map(move |j| (key_position(format!("shard-{i}#{j}").as_bytes()), ShardId::new(i))))
             .collect();
         expected.sort();
-        let actual: Vec<(u64, ShardId)> = ring
-            .positions
-            .iter()
-            .copied()
-            .zip(ring.owners.iter().copied())
-            .collect();
+        let actual: Vec<(u64, ShardId)> = ring.positions.iter().copied().zip(ring.owners.iter().copied()).collect();
         assert_eq!(actual, expected);
     }
 

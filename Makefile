@@ -1,0 +1,109 @@
+# shardgate: `make dev` starts the whole local cluster and the server; `make test` runs
+# every test against the real cluster (bringing it up first when needed).
+# Targets mirror seed 003's; `make help` lists them.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SHARD ?= 0
+PORT ?= 8080
+WORKERS ?=
+CLUSTER := scripts/cluster.sh
+ADMIN := $(CARGO) run -q -p shardgate --
+BIN_RELEASE := target/release/shardgate
+LOGDIR := .cluster/logs
+
+.DEFAULT_GOAL := help
+.PHONY: help up down down-clean ps status stats logs logs-all shards db-shell \
+        migrate-make migrate-up migrate-down migrate-latest migrate-status \
+        test test-coverage lint fmt build dev serve restart rebuild health \
+        loadtest-smoke loadtest bench-ring
+
+help: ## List every target with a one-line description
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+## ---- cluster (native, no Docker) ----
+up: ## Start the cluster: 5 primaries, 5 streaming replicas, 5 PgBouncers, Redis (idempotent)
+	@$(CLUSTER) up
+
+down: ## Stop the cluster (and the server started by make dev)
+	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; true
+	@$(CLUSTER) down
+
+down-clean: ## Stop everything and delete all cluster data (clean slate)
+	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; true
+	@$(CLUSTER) clean
+
+ps: ## Show each piece of the cluster up/down with replica lag
+	@$(CLUSTER) status
+
+status: ps ## Alias of ps
+
+stats: ## Resource use (CPU, memory) of the cluster's processes and the server
+	@ps -o pid,pcpu,rss,etime,args -C postgres,pgbouncer,redis-server,shardgate --sort=-rss | \
+	  awk 'NR==1 {print; next} {$$3 = sprintf("%.1fMiB", $$3/1024); print}' | cut -c1-150
+
+logs: ## Follow the API server log
+	@mkdir -p $(LOGDIR); touch $(LOGDIR)/shardgate.log; tail -n 100 -F $(LOGDIR)/shardgate.log
+
+logs-all: ## Follow every log: server, Postgres primaries and replicas, PgBouncers, Redis
+	@mkdir -p $(LOGDIR); tail -n 20 -F $(LOGDIR)/*.log
+
+## ---- database ----
+shards: ## Shard statistics: users, ring share, health, replica lag (via the server when it runs)
+	@if curl -sf -m 2 http://127.0.0.1:$(PORT)/api/v1/shards/stats -o /tmp/shardgate-stats.json 2>/dev/null; then \
+	  python3 -m json.tool /tmp/shardgate-stats.json; \
+	else $(ADMIN) shards; fi
+
+db-shell: ## psql on shard SHARD=n (primary; REPLICA=1 for its replica, POOLER=1 via PgBouncer)
+	@psql "$$($(ADMIN) db-url $(SHARD) $(if $(REPLICA),--replica) $(if $(POOLER),--pooler))"
+
+migrate-make: ## Create a new migration pair: make migrate-make NAME=add_messages_table
+	@test -n "$(NAME)" || { echo "usage: make migrate-make NAME=<name>"; exit 2; }
+	@$(ADMIN) migrate make $(NAME)
+
+migrate-up: ## Apply pending migrations on every shard primary
+	@$(ADMIN) migrate up
+
+migrate-down: ## Revert the newest migration on every shard primary
+	@$(ADMIN) migrate down
+
+migrate-latest: ## Migrate every shard to the latest version
+	@$(ADMIN) migrate latest
+
+migrate-status: ## Applied migrations per shard
+	@$(ADMIN) migrate status
+
+## ---- tests and quality ----
+test: ## Run every test against the real cluster (brings it up and migrates first)
+	@$(CLUSTER) up >/dev/null
+	@$(ADMIN) migrate up >/dev/null
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else $(CARGO) test --workspace --no-fail-fast; fi
+	@$(CARGO) test --workspace --doc -q
+
+test-coverage: ## Test coverage with cargo-tarpaulin (installed on first use)
+	@command -v cargo-tarpaulin >/dev/null || $(CARGO) install cargo-tarpaulin --locked
+	@$(CLUSTER) up >/dev/null && $(ADMIN) migrate up >/dev/null
+	@$(CARGO) tarpaulin --workspace --skip-clean --out Html --out Stdout --timeout 600
+
+lint: ## cargo fmt --check and clippy -D warnings
+	@$(CARGO) fmt --all -- --check
+	@$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	@$(CARGO) fmt --all
+
+build: ## Release build of the shardgate binary
+	@$(CARGO) build --release -p shardgate
+
+bench-ring: ## Criterion benchmark of a ring lookup (target < 1 us)
+	@$(CARGO) bench -p sharding --bench ring -- --warm-up-time 1 --measurement-time 3
+
+## ---- API server ----
+dev: up build ## Start everything: cluster + migrations + server on :8080 (foreground)
+	@$(BIN_RELEASE) migrate up
+	@mkdir -p $(LOGDIR)
+	@echo "shardgate on http://127.0.0.1:$(PORT)  (Ctrl-C stops the server; make down stops the cluster)"
+	@PORT=$(PORT) $(if $(WORKERS),WORKERS=$(WORKERS)) $(BIN_RELEASE) serve 2>&1 | tee -a $(LOGDIR)/shardgate.log

@@ -1,0 +1,98 @@
+//! Admin commands: each prints something readable for a person (and `--json` where a
+//! script wants it) and exits non-zero when something is wrong.
+//!
+//! - `migrate up|latest|down|status|make` -> [`migrate`], [`migrate_make`]
+//! - `shards [--json]` -> [`shards`]
+//! - `shard-of ID` -> [`shard_of`]
+//! - `db-url N [--replica|--pooler]` -> [`db_url`]
+
+mod shards;
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use database::Endpoint;
+use sharding::ShardId;
+
+use crate::cli::MigrateCommand;
+use crate::config::Config;
+
+pub use shards::shards;
+
+/// A small runtime for one-shot admin commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+pub fn shard_of(cfg: &Config, id: &str) -> anyhow::Result<()> {
+    let topo = cfg.load_topology()?;
+    let shard = topo.ring().shard_for_str(id);
+    let spec = topo.shard(shard);
+    println!("{id} -> {} (primary {}, replica {}, pgbouncer {})", spec.name, spec.primary, spec.replica, spec.pooler);
+    Ok(())
+}
+
+/// The URL of one endpoint of shard N.
+pub fn url(topo: &sharding::Topology, shard: ShardId, endpoint: Endpoint) -> String {
+    let spec = topo.shard(shard);
+    let addr = match endpoint {
+        Endpoint::Primary => &spec.primary,
+        Endpoint::Replica => &spec.replica,
+        Endpoint::Pooler => &spec.pooler,
+    };
+    let auth = if topo.password.is_empty() { topo.user.clone() } else { format!("{}:{}", topo.user, topo.password) };
+    format!("postgres://{auth}@{}:{}/{}", addr.host, addr.port, topo.database)
+}
+
+pub fn db_url(cfg: &Config, shard: u16, replica: bool, pooler: bool) -> anyhow::Result<()> {
+    let topo = cfg.load_topology()?;
+    let id = ShardId::new(shard);
+    if topo.get(id).is_none() {
+        bail!("no shard {shard}: the topology has shards 0..{}", topo.len() - 1);
+    }
+    let endpoint = match (replica, pooler) {
+        (true, _) => Endpoint::Replica,
+        (_, true) => Endpoint::Pooler,
+        _ => Endpoint::Primary,
+    };
+    println!("{}", url(&topo, id, endpoint));
+    Ok(())
+}
+
+pub fn migrate_make(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (up, down) = database::migrate::make(dir, name).context("creating the migration")?;
+    println!("created {}\ncreated {}", up.display(), down.display());
+    Ok(())
+}
+
+pub async fn migrate(cfg: &Config, cmd: MigrateCommand) -> anyhow::Result<()> {
+    let topo = cfg.load_topology()?;
+    let (verb, reports) = match cmd {
+        MigrateCommand::Up | MigrateCommand::Latest => ("applied", database::migrate::up(&topo).await),
+        MigrateCommand::Down => ("reverted", database::migrate::down(&topo).await),
+        MigrateCommand::Status => {
+            println!("migrations in this binary:");
+            for (v, d) in database::migrate::known_versions() {
+                println!("  {v} {d}");
+            }
+            ("", database::migrate::status(&topo).await)
+        }
+        MigrateCommand::Make { .. } => unreachable!("handled without a runtime"),
+    };
+    let mut failed = 0;
+    for (spec, r) in topo.shards.iter().zip(reports) {
+        match r {
+            Ok(rep) if verb.is_empty() => println!("{}: applied {:?}", spec.name, rep.applied),
+            Ok(rep) if rep.changed.is_empty() => println!("{}: up to date ({} applied)", spec.name, rep.applied.len()),
+            Ok(rep) => println!("{}: {verb} {:?} ({} applied)", spec.name, rep.changed, rep.applied.len()),
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED: {e}", spec.name);
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} shard(s) failed");
+    }
+    Ok(())
+}

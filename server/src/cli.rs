@@ -1,0 +1,92 @@
+//! The `shardgate` command line: `serve` plus the admin commands. Start-up code: the only
+//! place that uses `anyhow`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::admin;
+use crate::config::Config;
+
+/// shardgate: a sharded users/presence/flash-sale API over five PostgreSQL shards and Redis.
+///
+/// Settings come from defaults, then the config file, then environment variables, then
+/// flags. The topology (where each shard's primary, replica and PgBouncer listen) is
+/// config/topology.toml plus SHARDGATE_SHARD_<i>_{PRIMARY,REPLICA,POOLER} overrides.
+#[derive(Debug, Parser)]
+#[command(name = "shardgate", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: $SHARDGATE_CONFIG, else config/shardgate.toml if present.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Topology file (overrides the config file and SHARDGATE_TOPOLOGY).
+    #[arg(long, global = true)]
+    pub topology: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply, revert or create migrations (database/migrations/) on every shard primary.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Per shard: user count, ring share, primary/replica health and replica lag.
+    Shards {
+        /// Machine-readable JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the shard that owns an id on the ring (the same rule as SQL's shardgate_shard_of).
+    ShardOf {
+        /// A user id (or, for sale records, an item id).
+        id: String,
+    },
+    /// Print the connection URL of shard N (for psql; `make db-shell SHARD=n`).
+    DbUrl {
+        /// Shard number, 0-based.
+        shard: u16,
+        /// The streaming replica instead of the primary.
+        #[arg(long)]
+        replica: bool,
+        /// Through the shard's PgBouncer instead of straight to the primary.
+        #[arg(long, conflicts_with = "replica")]
+        pooler: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Apply every pending migration on every shard (idempotent).
+    Up,
+    /// Same as `up` (seed 003's `migrate-latest`).
+    Latest,
+    /// Revert the newest applied migration on every shard.
+    Down,
+    /// Show the applied versions per shard and the versions this binary carries.
+    Status,
+    /// Create an empty `<timestamp>_<name>.{up,down}.sql` pair in database/migrations/.
+    Make {
+        /// Lowercase name with underscores, e.g. add_messages_table.
+        name: String,
+        /// Directory to write into.
+        #[arg(long, default_value = "database/migrations")]
+        dir: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(t) = &cli.topology {
+        cfg.topology = t.clone();
+    }
+    match cli.command {
+        Command::ShardOf { id } => admin::shard_of(&cfg, &id),
+        Command::DbUrl { shard, replica, pooler } => admin::db_url(&cfg, shard, replica, pooler),
+        Command::Migrate(MigrateCommand::Make { name, dir }) => admin::migrate_make(&dir, &name),
+        Command::Migrate(cmd) => admin::runtime()?.block_on(admin::migrate(&cfg, cmd)),
+        Command::Shards { json } => admin::runtime()?.block_on(admin::shards(&cfg, json)),
+    }
+}

@@ -1,0 +1,282 @@
+//! Typed configuration. Precedence, lowest first: built-in defaults -> the TOML file
+//! (`--config`, or `SHARDGATE_CONFIG`, default `config/shardgate.toml` when it exists)
+//! -> environment variables -> command-line flags. `shardgate config check` loads it all,
+//! validates it and prints the result.
+//!
+//! The cluster topology (shard addresses) is its own file, `config/topology.toml`, with
+//! its own `SHARDGATE_SHARD_<i>_*` overrides (see the `sharding` crate).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use database::PoolConfig;
+use serde::{Deserialize, Serialize};
+use sharding::Topology;
+
+/// Every setting of the service. Each field is documented with its environment variable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/gRPC port binds. Env `SHARDGATE_LISTEN`, or `PORT` (seed 003) for
+    /// the port alone.
+    pub listen: SocketAddr,
+    /// Worker processes sharing the port with SO_REUSEPORT; 0 = one per CPU. Env `WORKERS`.
+    pub workers: usize,
+    /// Tokio worker threads per worker process; 0 = CPUs / workers (at least 1), so that
+    /// processes x threads never oversubscribes the cores. Env `WORKER_THREADS`.
+    pub worker_threads: usize,
+    /// The topology file. Env `SHARDGATE_TOPOLOGY`.
+    pub topology: PathBuf,
+    /// Redis URL. Env `REDIS_URL`.
+    pub redis_url: String,
+    /// Pool connections per shard to PgBouncer, per worker process. Env `DB_PRIMARY_POOL_SIZE`.
+    pub primary_pool_size: u32,
+    /// Pool connections per shard to the replica, per worker process. Env `DB_REPLICA_POOL_SIZE`.
+    pub replica_pool_size: u32,
+    /// Wait for a pooled connection at most this long. Env `DB_ACQUIRE_TIMEOUT_MS`.
+    pub db_acquire_timeout_ms: u64,
+    /// One query round trip at most this long. Env `DB_QUERY_TIMEOUT_MS`.
+    pub db_query_timeout_ms: u64,
+    /// Health probe period. Env `HEALTH_INTERVAL_MS`.
+    pub health_interval_ms: u64,
+    /// Health probe timeout. Env `HEALTH_TIMEOUT_MS`.
+    pub health_timeout_ms: u64,
+    /// A replica further behind than this is skipped for reads. Env `MAX_REPLICA_LAG_MS`.
+    pub max_replica_lag_ms: u64,
+    /// Whole-request deadline; past it the client gets 504 `REQUEST_TIMEOUT`.
+    /// Env `REQUEST_TIMEOUT_MS`.
+    pub request_timeout_ms: u64,
+    /// A client must finish sending request headers within this. Env `HEADER_READ_TIMEOUT_MS`.
+    pub header_read_timeout_ms: u64,
+    /// Largest accepted request body; larger gets 413. Env `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// On SIGTERM, in-flight requests get this long to finish. Env `SHUTDOWN_GRACE_MS`.
+    pub shutdown_grace_ms: u64,
+    /// Open connections per worker beyond which new ones wait. Env `MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// `text` (readable) or `json` (one object per line). Env `LOG_FORMAT`.
+    pub log_format: String,
+    /// tracing filter, e.g. `info,shardgate=debug`. Env `RUST_LOG`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let pools = PoolConfig::default();
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            workers: 0,
+            worker_threads: 0,
+            topology: PathBuf::from("config/topology.toml"),
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            primary_pool_size: pools.primary_pool_size,
+            replica_pool_size: pools.replica_pool_size,
+            db_acquire_timeout_ms: pools.acquire_timeout.as_millis() as u64,
+            db_query_timeout_ms: pools.query_timeout.as_millis() as u64,
+            health_interval_ms: pools.health_interval.as_millis() as u64,
+            health_timeout_ms: pools.health_timeout.as_millis() as u64,
+            max_replica_lag_ms: pools.max_replica_lag.as_millis() as u64,
+            request_timeout_ms: 10_000,
+            header_read_timeout_ms: 5_000,
+            max_body_bytes: 1 << 20,
+            shutdown_grace_ms: 10_000,
+            max_connections: 20_000,
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Configuration errors, each naming the setting and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env { var: &'static str, value: String, message: String },
+    #[error("setting {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error(transparent)]
+    Topology(#[from] sharding::Error),
+}
+
+const DEFAULT_FILE: &str = "config/shardgate.toml";
+
+impl Config {
+    /// Defaults, then the file (explicit path, `SHARDGATE_CONFIG`, or the default path
+    /// when present), then the environment. Flags are applied by the caller on top.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or an environment variable that does not parse.
+    pub fn load(file: Option<&Path>) -> Result<Config, Error> {
+        Config::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let from_env = env.iter().find(|(k, _)| k == "SHARDGATE_CONFIG").map(|(_, v)| PathBuf::from(v));
+        let path = file.map(Path::to_path_buf).or(from_env);
+        let mut cfg = match &path {
+            Some(p) => Config::from_file(p)?,
+            None if Path::new(DEFAULT_FILE).exists() => Config::from_file(Path::new(DEFAULT_FILE))?,
+            None => Config::default(),
+        };
+        cfg.apply_env(&env)?;
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, Error> {
+        let err = |message: String| Error::File { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), Error> {
+        fn parse<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<T, Error>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|e: T::Err| Error::Env { var, value: value.into(), message: e.to_string() })
+        }
+        for (k, v) in env {
+            match k.as_str() {
+                "SHARDGATE_LISTEN" => self.listen = parse("SHARDGATE_LISTEN", v)?,
+                "PORT" => self.listen.set_port(parse("PORT", v)?),
+                "WORKERS" => self.workers = parse("WORKERS", v)?,
+                "WORKER_THREADS" => self.worker_threads = parse("WORKER_THREADS", v)?,
+                "SHARDGATE_TOPOLOGY" => self.topology = PathBuf::from(v),
+                "REDIS_URL" => self.redis_url = v.clone(),
+                "DB_PRIMARY_POOL_SIZE" => self.primary_pool_size = parse("DB_PRIMARY_POOL_SIZE", v)?,
+                "DB_REPLICA_POOL_SIZE" => self.replica_pool_size = parse("DB_REPLICA_POOL_SIZE", v)?,
+                "DB_ACQUIRE_TIMEOUT_MS" => self.db_acquire_timeout_ms = parse("DB_ACQUIRE_TIMEOUT_MS", v)?,
+                "DB_QUERY_TIMEOUT_MS" => self.db_query_timeout_ms = parse("DB_QUERY_TIMEOUT_MS", v)?,
+                "HEALTH_INTERVAL_MS" => self.health_interval_ms = parse("HEALTH_INTERVAL_MS", v)?,
+                "HEALTH_TIMEOUT_MS" => self.health_timeout_ms = parse("HEALTH_TIMEOUT_MS", v)?,
+                "MAX_REPLICA_LAG_MS" => self.max_replica_lag_ms = parse("MAX_REPLICA_LAG_MS", v)?,
+                "REQUEST_TIMEOUT_MS" => self.request_timeout_ms = parse("REQUEST_TIMEOUT_MS", v)?,
+                "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
+                "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,
+                "SHUTDOWN_GRACE_MS" => self.shutdown_grace_ms = parse("SHUTDOWN_GRACE_MS", v)?,
+                "MAX_CONNECTIONS" => self.max_connections = parse("MAX_CONNECTIONS", v)?,
+                "LOG_FORMAT" => self.log_format = v.clone(),
+                "RUST_LOG" => self.log_level = v.clone(),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every setting; the message names the one that is wrong.
+    ///
+    /// # Errors
+    /// The first invalid setting.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field, message: &str| Err(Error::Invalid { field, message: message.into() });
+        if self.primary_pool_size == 0 {
+            return bad("primary_pool_size", "must be at least 1");
+        }
+        if self.replica_pool_size == 0 {
+            return bad("replica_pool_size", "must be at least 1");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes", "must be at least 1");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format", "must be \"text\" or \"json\"");
+        }
+        if self.workers > 1024 {
+            return bad("workers", "more than 1024 worker processes is surely a mistake");
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+            return bad("redis_url", "must start with redis:// or rediss://");
+        }
+        Ok(())
+    }
+
+    /// The topology file with its `SHARDGATE_SHARD_*` environment overrides, validated.
+    ///
+    /// # Errors
+    /// The file cannot be read, or the topology is invalid (the message says why).
+    pub fn load_topology(&self) -> Result<Topology, Error> {
+        Ok(Topology::load(&self.topology)?.with_env_overrides(std::env::vars())?)
+    }
+
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            primary_pool_size: self.primary_pool_size,
+            replica_pool_size: self.replica_pool_size,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            query_timeout: Duration::from_millis(self.db_query_timeout_ms),
+            health_interval: Duration::from_millis(self.health_interval_ms),
+            health_timeout: Duration::from_millis(self.health_timeout_ms),
+            max_replica_lag: Duration::from_millis(self.max_replica_lag_ms),
+        }
+    }
+
+    /// Worker processes to run (resolves 0 to the CPU count).
+    pub fn effective_workers(&self) -> usize {
+        if self.workers == 0 {
+            cpus()
+        } else {
+            self.workers
+        }
+    }
+
+    /// Tokio threads per worker (resolves 0 so processes x threads ~= CPUs).
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads == 0 {
+            (cpus() / self.effective_workers()).max(1)
+        } else {
+            self.worker_threads
+        }
+    }
+}
+
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("sg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "workers = 3\nrequest_timeout_ms = 700\n").unwrap();
+        let cfg = Config::load_from(Some(&file), env(&[("WORKERS", "5"), ("PORT", "9999")])).unwrap();
+        assert_eq!(cfg.workers, 5, "env beats file");
+        assert_eq!(cfg.request_timeout_ms, 700, "file beats default");
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.max_body_bytes, 1 << 20, "default kept");
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::load_from(None, env(&[("WORKERS", "many")])).unwrap_err().to_string();
+        assert!(err.contains("WORKERS"), "{err}");
+        let dir = std::env::temp_dir().join(format!("sg-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "wrokers = 3\n").unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("wrokers"), "{err}");
+        let cfg = Config { log_format: "xml".into(), ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("log_format"));
+    }
+}
