@@ -28,6 +28,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP server: a supervisor with WORKERS worker processes sharing the port
+    /// (SO_REUSEPORT); `--workers 1` serves in this one process.
+    Serve(ServeArgs),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Apply, revert or create migrations (database/migrations/) on every shard primary.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -53,6 +59,29 @@ pub enum Command {
         #[arg(long, conflicts_with = "replica")]
         pooler: bool,
     },
+}
+
+/// Flags of `serve`; they override the file and the environment.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Port to listen on (all interfaces of --listen).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Full listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Worker processes (0 = number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Tokio threads per worker (0 = CPUs / workers).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load defaults, file, environment and flags; validate; print the result.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +112,22 @@ pub fn main() -> anyhow::Result<()> {
         cfg.topology = t.clone();
     }
     match cli.command {
+        Command::Serve(args) => {
+            if let Some(l) = args.listen {
+                cfg.listen = l;
+            }
+            if let Some(p) = args.port {
+                cfg.listen.set_port(p);
+            }
+            if let Some(w) = args.workers {
+                cfg.workers = w;
+            }
+            if let Some(t) = args.worker_threads {
+                cfg.worker_threads = t;
+            }
+            crate::serve::start(cfg)
+        }
+        Command::Config(ConfigCommand::Check) => admin::config_check(&cfg),
         Command::ShardOf { id } => admin::shard_of(&cfg, &id),
         Command::DbUrl { shard, replica, pooler } => admin::db_url(&cfg, shard, replica, pooler),
         Command::Migrate(MigrateCommand::Make { name, dir }) => admin::migrate_make(&dir, &name),

@@ -59,6 +59,8 @@ pub struct Config {
     pub log_format: String,
     /// tracing filter, e.g. `info,shardgate=debug`. Env `RUST_LOG`.
     pub log_level: String,
+    /// One structured log line per request (target `access`). Env `ACCESS_LOG`.
+    pub access_log: bool,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             max_connections: 20_000,
             log_format: "text".into(),
             log_level: "info".into(),
+            access_log: true,
         }
     }
 }
@@ -165,6 +168,7 @@ impl Config {
                 "MAX_CONNECTIONS" => self.max_connections = parse("MAX_CONNECTIONS", v)?,
                 "LOG_FORMAT" => self.log_format = v.clone(),
                 "RUST_LOG" => self.log_level = v.clone(),
+                "ACCESS_LOG" => self.access_log = parse("ACCESS_LOG", v)?,
                 _ => {}
             }
         }

@@ -1,5 +1,19 @@
 //! shardgate: a sharded API service. See docs/ARCHITECTURE.md for the request flow.
+//!
+//! A request's path through the code, in order: [`serve`] (processes, listener) ->
+//! [`http::server`] (accept loop) -> [`http::handle`] (request id, deadline, metrics,
+//! access log) -> [`http::router`] -> a feature module ([`users`], [`system`]) ->
+//! [`db`] (health gate, timeout) -> the shard's pool (`database` crate).
 #![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod db;
+pub mod http;
+pub mod observability;
+pub mod redis;
+pub mod serve;
+pub mod state;
+pub mod system;
+pub mod users;

@@ -96,3 +96,17 @@ pub async fn migrate(cfg: &Config, cmd: MigrateCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `shardgate config check`: everything loaded and validated, or the reason it is not.
+pub fn config_check(cfg: &Config) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let topo = cfg.load_topology()?;
+    println!("{}", toml::to_string_pretty(cfg)?);
+    println!("# effective: {} worker(s) x {} thread(s)", cfg.effective_workers(), cfg.effective_worker_threads());
+    println!("# topology {}: {} shards, {} vnodes each", cfg.topology.display(), topo.len(), topo.vnodes);
+    for s in &topo.shards {
+        println!("#   {}: primary {}, replica {}, pgbouncer {}", s.name, s.primary, s.replica, s.pooler);
+    }
+    println!("config ok");
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! HTTP: the accept loop ([`server`]), the route table ([`router`]), input ([`body`]),
+//! output ([`response`]) and the one error-to-response mapping ([`error`]).
+//!
+//! Every request passes through [`handle`]: request id (taken from `X-Request-Id` or
+//! made), route lookup, the whole-request deadline (504), the handler, then the
+//! request-id header, metrics and one structured access-log line.
+
+pub mod body;
+pub mod error;
+pub mod response;
+pub mod router;
+pub mod server;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
+
+use crate::state::State;
+use crate::{system, users};
+use error::ApiError;
+use response::Resp;
+use router::Handler;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A client's id if it is sane (1-128 visible ASCII characters), else a fresh one:
+/// `<pid hex>-<sequence hex>`, unique per process and cheap (no randomness needed).
+fn request_id(req: &Request<Incoming>) -> HeaderValue {
+    if let Some(v) = req.headers().get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = format!("{:x}-{:x}", std::process::id(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+/// The service function: never fails (errors become responses).
+pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let start = Instant::now();
+    let rid = request_id(&req);
+    let rid_str = rid.to_str().unwrap_or("-").to_owned();
+    let method = req.method().clone();
+    let (mut resp, route) = match router::find(&method, req.uri().path()) {
+        Ok(m) => {
+            let (handler, pattern) = (m.handler, m.pattern);
+            let param = m.param.map(str::to_owned);
+            let deadline = Duration::from_millis(state.cfg.request_timeout_ms);
+            let out = match tokio::time::timeout(deadline, dispatch(&state, handler, req, param)).await {
+                Ok(r) => r,
+                Err(_) => Err(ApiError::Timeout(state.cfg.request_timeout_ms)),
+            };
+            (out.unwrap_or_else(|e| e.into_response(&rid_str)), pattern)
+        }
+        Err(e) => (e.into_response(&rid_str), "unmatched"),
+    };
+    resp.headers_mut().insert(REQUEST_ID, rid);
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    metrics::counter!("http_requests_total", "route" => route, "method" => method.as_str().to_owned(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => method.as_str().to_owned())
+        .record(elapsed.as_secs_f64());
+    if state.cfg.access_log {
+        tracing::info!(target: "access", request_id = %rid_str, method = %method, route, status, micros = elapsed.as_micros() as u64);
+    }
+    Ok(resp)
+}
+
+async fn dispatch(
+    state: &State,
+    handler: Handler,
+    req: Request<Incoming>,
+    param: Option<String>,
+) -> Result<Resp, ApiError> {
+    match handler {
+        Handler::Health => Ok(system::health(state)),
+        Handler::Ready => Ok(system::ready(state)),
+        Handler::Metrics => Ok(system::metrics(state).await),
+        Handler::ShardStats => system::shard_stats(state).await,
+        Handler::CreateUser => users::create(state, req).await,
+        Handler::ListUsers => users::list(state, req).await,
+        Handler::GetUser => users::get(state, req, param.as_deref().unwrap_or_default()).await,
+        Handler::UpdateUser => users::update(state, req, param.as_deref().unwrap_or_default()).await,
+        Handler::DeleteUser => users::delete(state, param.as_deref().unwrap_or_default()).await,
+    }
+}

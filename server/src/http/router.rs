@@ -1,0 +1,115 @@
+//! The route table: every route the server has, in one place. Matching is a linear scan
+//! over a dozen entries (cheaper than building a trie for this size). A path that no
+//! route knows is 404; a known path with another method is 405 with `Allow`.
+//! A single trailing slash is ignored, so `/api/v1/users/` and `/api/v1/users` are one.
+
+use http::Method;
+
+use super::error::ApiError;
+
+/// What serves a route. Dispatch on it is in `http::dispatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    Health,
+    Ready,
+    Metrics,
+    ShardStats,
+    CreateUser,
+    ListUsers,
+    GetUser,
+    UpdateUser,
+    DeleteUser,
+}
+
+/// (method, pattern, handler). `:id` captures one path segment.
+pub static ROUTES: &[(Method, &str, Handler)] = &[
+    (Method::GET, "/health", Handler::Health),
+    (Method::GET, "/healthz", Handler::Health),
+    (Method::GET, "/ready", Handler::Ready),
+    (Method::GET, "/metrics", Handler::Metrics),
+    (Method::GET, "/api/v1/shards/stats", Handler::ShardStats),
+    (Method::POST, "/api/v1/users", Handler::CreateUser),
+    (Method::GET, "/api/v1/users", Handler::ListUsers),
+    (Method::GET, "/api/v1/users/:id", Handler::GetUser),
+    (Method::PUT, "/api/v1/users/:id", Handler::UpdateUser),
+    (Method::PATCH, "/api/v1/users/:id", Handler::UpdateUser),
+    (Method::DELETE, "/api/v1/users/:id", Handler::DeleteUser),
+];
+
+/// A matched route: the handler, its pattern (the metrics label) and the `:id` segment.
+#[derive(Debug)]
+pub struct Match<'p> {
+    pub handler: Handler,
+    pub pattern: &'static str,
+    pub param: Option<&'p str>,
+}
+
+fn matches<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
+    let mut param = None;
+    let mut pat = pattern.split('/');
+    let mut segs = path.split('/');
+    loop {
+        match (pat.next(), segs.next()) {
+            (None, None) => return Some(param),
+            (Some(p), Some(s)) if p.starts_with(':') => {
+                if s.is_empty() {
+                    return None;
+                }
+                param = Some(s);
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route for `method` and `path`.
+///
+/// # Errors
+/// [`ApiError::NoRoute`] (404) or [`ApiError::MethodNotAllowed`] (405, with `Allow`).
+pub fn find<'p>(method: &Method, path: &'p str) -> Result<Match<'p>, ApiError> {
+    let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    let mut allow: Vec<&str> = Vec::new();
+    for (m, pattern, handler) in ROUTES {
+        if let Some(param) = matches(pattern, path) {
+            if m == method {
+                return Ok(Match { handler: *handler, pattern, param });
+            }
+            allow.push(m.as_str());
+        }
+    }
+    if allow.is_empty() {
+        Err(ApiError::NoRoute(path.to_string()))
+    } else {
+        Err(ApiError::MethodNotAllowed { method: method.to_string(), allow: allow.join(", ") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_with_and_without_trailing_slash() {
+        let m = find(&Method::POST, "/api/v1/users/").unwrap();
+        assert_eq!(m.handler, Handler::CreateUser);
+        assert_eq!(find(&Method::POST, "/api/v1/users").unwrap().handler, Handler::CreateUser);
+        let m = find(&Method::GET, "/api/v1/users/abc").unwrap();
+        assert_eq!((m.handler, m.param), (Handler::GetUser, Some("abc")));
+        assert_eq!(find(&Method::PATCH, "/api/v1/users/abc/").unwrap().param, Some("abc"));
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+        assert!(matches!(find(&Method::GET, "/nope"), Err(ApiError::NoRoute(_))));
+        assert!(matches!(find(&Method::GET, "/api/v1/users/a/b"), Err(ApiError::NoRoute(_))));
+        match find(&Method::POST, "/api/v1/users/abc") {
+            Err(ApiError::MethodNotAllowed { allow, .. }) => assert_eq!(allow, "GET, PUT, PATCH, DELETE"),
+            other => panic!("{other:?}"),
+        }
+        match find(&Method::DELETE, "/health") {
+            Err(ApiError::MethodNotAllowed { allow, .. }) => assert_eq!(allow, "GET"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

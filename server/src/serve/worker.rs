@@ -1,0 +1,58 @@
+//! One worker process: a Tokio runtime sized so that workers x threads ~= CPUs, its
+//! own SO_REUSEPORT listener, pools and Redis connection, and a clean exit on SIGTERM
+//! or SIGINT (stop accepting, drain in-flight requests within the grace period).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::observability::Metrics;
+use crate::serve::listener::{bind_reuseport, raise_nofile_limit};
+use crate::state::AppState;
+
+/// Runs a worker until SIGTERM/SIGINT. `slot` numbers the worker within the supervisor
+/// (0 when serving alone); `run_dir` holds the sibling metrics sockets.
+///
+/// # Errors
+/// Runtime creation, invalid configuration, or the port cannot be bound.
+pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) -> anyhow::Result<()> {
+    raise_nofile_limit();
+    let threads = cfg.effective_worker_threads();
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+    };
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        let metrics = Metrics::install(run_dir, slot);
+        metrics::gauge!("shardgate_worker_restarts", "slot" => slot.to_string()).set(restarts as f64);
+        let listener = bind_reuseport(cfg.listen)
+            .map_err(|e| anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", cfg.listen))?;
+        let state = AppState::build(cfg, metrics, cancel.clone()).await?;
+        state.metrics.serve_peers(cancel.clone())?;
+        tracing::info!(slot, pid = std::process::id(), addr = %state.cfg.listen, threads, "worker serving");
+
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(t), Ok(i)) => (t, i),
+                _ => return,
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
+            }
+            stop.cancel();
+        });
+
+        crate::http::server::run(listener, state.clone(), cancel.clone()).await;
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.pools.close()).await;
+        tracing::info!(slot, "worker stopped");
+        Ok(())
+    })
+}
