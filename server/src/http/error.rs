@@ -120,6 +120,10 @@ impl ApiError {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
         }
+        if let ApiError::PayloadTooLarge { .. } = &self {
+            // The unread body is still on the wire: this connection cannot be reused.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
