@@ -2,6 +2,7 @@
 //! through an `Arc` (cloning it is one atomic increment). No process globals: tests can
 //! run several apps in one process.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub redis: RedisHandle,
     pub metrics: Metrics,
     pub query_timeout: Duration,
+    /// Set when shutdown begins: HTTP/1 responses then say `Connection: close`.
+    pub draining: AtomicBool,
 }
 
 pub type State = Arc<AppState>;
@@ -48,6 +51,7 @@ impl AppState {
             redis,
             metrics,
             cfg,
+            draining: AtomicBool::new(false),
         }))
     }
 }

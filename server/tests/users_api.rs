@@ -14,7 +14,8 @@ fn s<'a>(v: &'a sonic_rs::Value, k: &str) -> &'a str {
 #[tokio::test]
 async fn create_get_update_delete_round_trip() {
     let app = TestApp::start(2).await;
-    let (st, u) = app.create(r#"{"name": "John Doe", "email": "john@example.com", "deeplink": "myapp://promo/1"}"#).await;
+    let (st, u) =
+        app.create(r#"{"name": "John Doe", "email": "john@example.com", "deeplink": "myapp://promo/1"}"#).await;
     assert_eq!(st, 201, "{u:?}");
     let id = s(&u, "id").to_string();
     assert_eq!((s(&u, "first_name"), s(&u, "last_name"), s(&u, "name")), ("John", "Doe", "John Doe"));

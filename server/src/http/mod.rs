@@ -47,6 +47,7 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
     let rid = request_id(&req);
     let rid_str = rid.to_str().unwrap_or("-").to_owned();
     let method = req.method().clone();
+    let http1 = req.version() < http::Version::HTTP_2;
     let (mut resp, route) = match router::find(&method, req.uri().path()) {
         Ok(m) => {
             let (handler, pattern) = (m.handler, m.pattern);
@@ -61,6 +62,9 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
         Err(e) => (e.into_response(&rid_str), "unmatched"),
     };
     resp.headers_mut().insert(REQUEST_ID, rid);
+    if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     metrics::counter!("http_requests_total", "route" => route, "method" => method.as_str().to_owned(), "status" => status.to_string()).increment(1);

@@ -1,23 +1,57 @@
 //! The accept loop: takes an already-bound listener and a cancellation token, serves
 //! HTTP/1.1 (keep-alive) and h2c on the same port through hyper-util's auto builder,
-//! and on cancellation stops accepting, lets in-flight requests finish within the grace
-//! period, then returns.
+//! and on cancellation drains without failing a request that reached us:
+//!
+//! 1. accept every connection the kernel already queued on this socket (with
+//!    SO_REUSEPORT each worker has its own accept queue; closing a listener resets
+//!    whatever is still queued in it), then close the listener;
+//! 2. mark the state as draining: HTTP/1 responses now carry `Connection: close`, so
+//!    clients stop reusing connections;
+//! 3. linger briefly so requests already on the wire are read (hyper closes a
+//!    connection that is idle at shutdown, which would reset bytes it had not read);
+//! 4. graceful shutdown: wait for in-flight requests, up to the grace period.
 //!
 //! Defensive like mini-redis's `Listener::run`: a semaphore caps open connections, and
 //! accept errors (EMFILE under a connection storm) back off instead of spinning.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::State;
+
+/// How long connections get, after the listener closes, to deliver requests already sent.
+const LINGER: Duration = Duration::from_millis(250);
+
+fn serve_connection(
+    stream: TcpStream,
+    state: &State,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let _ = stream.set_nodelay(true);
+    let state = state.clone();
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| crate::http::handle(state.clone(), req));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            // Clients closing mid-request, resets, header timeouts: benign noise.
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}
 
 /// Serves until `shutdown` fires, then drains for at most `shutdown_grace_ms`.
 pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToken) {
@@ -41,35 +75,32 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let (stream, _peer) = match accepted {
-            Ok(s) => {
+        match accepted {
+            Ok((stream, _)) => {
                 backoff = Duration::from_millis(5);
-                s
+                serve_connection(stream, &state, &builder, graceful.watcher(), Some(permit));
             }
             Err(e) => {
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| crate::http::handle(state.clone(), req));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                // Clients closing mid-request, resets, header timeouts: benign noise.
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        }
     }
-    // Stop accepting *before* draining: close the listening socket now.
+
+    // 1. Take what the kernel already queued for us, then stop accepting.
+    let mut queued = 0;
+    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+        serve_connection(stream, &state, &builder, graceful.watcher(), None);
+        queued += 1;
+    }
     drop(listener);
-    let grace = Duration::from_millis(state.cfg.shutdown_grace_ms);
+    // 2-3. Tell HTTP/1 clients to go away after this response; let sent requests arrive.
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!(queued, "listener closed; draining");
+    tokio::time::sleep(LINGER).await;
+    // 4. Wait for in-flight requests.
+    let grace = Duration::from_millis(state.cfg.shutdown_grace_ms).saturating_sub(LINGER);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections"),

@@ -105,11 +105,7 @@ impl TestApp {
     /// Direct children of the supervisor: the worker processes.
     pub fn worker_pids(&self) -> Vec<u32> {
         let path = format!("/proc/{0}/task/{0}/children", self.pid());
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        std::fs::read_to_string(path).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
     }
 
     pub async fn create(&self, body: &str) -> (u16, sonic_rs::Value) {

@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# One benchmark run on this machine: each shardgate figure against the ceiling of the same
+# machine in the same run (DESIGN.md section 7). Everything targets 127.0.0.1 only and every
+# part stops by itself after DURATION.
+#
+#   loadtest/bench.sh                      # against a shardgate already on :8080
+#   DURATION=30s BASE=http://127.0.0.1:9090 loadtest/bench.sh
+#
+# It does NOT start shardgate (`make bench` does, then calls this). Without a server on
+# BASE it still measures the ceilings and marks the shardgate lines SKIP.
+#
+# Parts (wrk: 2 threads, 64 connections, --latency; pgbench: -c 64 -j 2 -n -M extended):
+#   1. pgbench select.sql through PgBouncer shard 0 (:6430) on PG_ROWS seeded users rows
+#   2. pgbench insert.sql through the same PgBouncer, one-row INSERT ... RETURNING
+#   3. hello-world hyper example (server/examples/hello.rs), started here on a free port
+#   4. shardgate GET /health                     (ceiling: 3)
+#   5. shardgate GET /api/v1/users/:id, random ids out of API_ROWS users created first (ceiling: 1)
+#   6. shardgate POST /api/v1/users/, a new unique id per request           (ceiling: 2)
+#   then each shardgate process's RSS.
+# Targets: ratio >= MIN_RATIO (0.60) of the ceiling, p99 < P99_MS (10) ms, RSS < RSS_MIB (64).
+#
+# Env: DURATION (10s; s or m suffix), BASE (http://127.0.0.1:8080), PGHOST (127.0.0.1),
+# PGPORT (6430), PGDATABASE (shardgate), PGUSER (postgres), PG_ROWS (2000), API_ROWS (2000),
+# WARMUP (1s per HTTP target before measuring; 0 = none), CONNS (64), THREADS (2),
+# KEEP=1 keeps the rows the run created, STRICT=1 exits 1 when any line is MISS.
+# Output: the table on stdout and in loadtest/results/bench-<timestamp>.txt, the raw tool
+# output in loadtest/results/bench-<timestamp>.log.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-10s}"
+BASE="${BASE:-http://127.0.0.1:8080}"; BASE="${BASE%/}"
+PGHOST="${PGHOST:-127.0.0.1}"
+PGPORT="${PGPORT:-6430}"
+PGDATABASE="${PGDATABASE:-shardgate}"
+PGUSER="${PGUSER:-postgres}"
+PG_ROWS="${PG_ROWS:-2000}"
+API_ROWS="${API_ROWS:-2000}"
+WARMUP="${WARMUP:-1s}"
+CONNS="${CONNS:-64}"
+THREADS="${THREADS:-2}"
+MIN_RATIO="${MIN_RATIO:-0.60}"
+P99_MS="${P99_MS:-10}"
+RSS_MIB="${RSS_MIB:-64}"
+export PGHOST PGPORT PGDATABASE PGUSER
+
+die() { echo "bench.sh: $*" >&2; exit 2; }
+
+# --- guards: local targets only, bounded durations -------------------------------------
+[[ "$BASE" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?$ ]] ||
+  die "refusing BASE=$BASE: use http://127.0.0.1[:port], localhost or [::1] (no path)"
+[[ "$PGHOST" == 127.0.0.1 || "$PGHOST" == localhost || "$PGHOST" == ::1 ]] ||
+  die "refusing PGHOST=$PGHOST: only this machine"
+to_secs() { # 10s | 10 | 2m -> seconds
+  local v="$1"
+  if [[ "$v" =~ ^([0-9]+)s?$ ]]; then echo "${BASH_REMATCH[1]}"
+  elif [[ "$v" =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60))
+  else return 1; fi
+}
+SECS="$(to_secs "$DURATION")" && ((SECS > 0 && SECS <= 3600)) || die "DURATION=$DURATION: use 1s..60m"
+WARM_SECS="$(to_secs "$WARMUP")" || die "WARMUP=$WARMUP: use e.g. 1s or 0"
+# pgbench ids are RUN * 10^8 + (client + 1) * 10^6 + seq, seeds RUN * 10^8 + n: keep the blocks apart.
+((PG_ROWS >= 1 && PG_ROWS < 1000000)) || die "PG_ROWS=$PG_ROWS: use 1..999999"
+((CONNS >= 1 && CONNS <= 98)) || die "CONNS=$CONNS: use 1..98"
+
+# --- tools -----------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+  echo "bench.sh: installing wrk (apt-get)" >&2
+  { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null || die "could not install wrk"
+fi
+command -v pgbench >/dev/null && command -v psql >/dev/null || die "pgbench and psql are needed (postgresql-client)"
+command -v curl >/dev/null && command -v python3 >/dev/null || die "curl and python3 are needed"
+
+RESULTS="$ROOT/loadtest/results"
+mkdir -p "$RESULTS"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+OUT="$RESULTS/bench-$STAMP.txt"
+LOG="$RESULTS/bench-$STAMP.log"
+TMP="$(mktemp -d /tmp/shardgate-bench.XXXXXX)"
+RUN="$(date +%s)"              # run number: all digits, unique per second
+API_PREFIX="wb${RUN}$$"        # shardgate rows of this run: wbNNN-..., no '_' (LIKE wildcard)
+HELLO_PID=""
+SEEDED=0
+API_USED=0
+: >"$LOG"
+
+psqlq() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+
+cleanup() {
+  [[ -n "$HELLO_PID" ]] && kill "$HELLO_PID" 2>/dev/null && wait "$HELLO_PID" 2>/dev/null
+  if [[ "${KEEP:-0}" != 1 ]]; then
+    # pgbench rows: ids RUN*10^8 + n (select seeds, insert.sql), all on shard 0.
+    if ((SEEDED)); then
+      psqlq -c "DELETE FROM users WHERE id LIKE '${RUN}%' AND id ~ '^[0-9]{17,19}\$'" >>"$LOG" 2>&1 ||
+        echo "bench.sh: WARNING: could not delete the pgbench rows (ids ${RUN}...)" >&2
+    fi
+    # shardgate rows: the GET set through the API (so the server drops any cached copy),
+    # the bulk of POST-created rows straight from every shard primary (their PgBouncer).
+    if ((API_USED)); then
+      [[ -s "$TMP/ids.txt" ]] && api_delete "$TMP/ids.txt" >>"$LOG" 2>&1
+      for i in 0 1 2 3 4; do
+        psqlq -p "643$i" -c "DELETE FROM users WHERE id LIKE '${API_PREFIX}-%'" >>"$LOG" 2>&1 ||
+          echo "bench.sh: WARNING: could not delete rows ${API_PREFIX}-* on shard $i" >&2
+      done
+    fi
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers -----------------------------------------------------------------------------
+# pgbench <script> [-D ...]: appends the raw output to LOG, prints "tps p99_ms" (or nothing).
+run_pgbench() {
+  local script="$1"; shift
+  local name; name="$(basename "$script" .sql)"
+  local out="$TMP/pgbench-$name.out"
+  mkdir -p "$TMP/pglog-$name"
+  pgbench -n -M extended -c "$CONNS" -j "$THREADS" -T "$SECS" \
+    -l --log-prefix="$TMP/pglog-$name/tx" "$@" -f "$script" "$PGDATABASE" >"$out" 2>&1
+  { echo "=== pgbench $script $*"; cat "$out"; } >>"$LOG"
+  local tps; tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | tail -1)"
+  [[ -n "$tps" ]] || return 1
+  # Per-transaction log: field 3 is the latency in microseconds.
+  local p99
+  p99="$(cat "$TMP/pglog-$name"/tx.* | awk '{print $3}' | sort -n |
+    awk '{a[NR]=$1} END {if (NR==0) exit 1; i=int(NR*0.99+0.999999); if (i<1) i=1; printf "%.3f", a[i]/1000}')"
+  echo "$tps ${p99:-nan}"
+}
+
+# run_wrk <label> <url> [lua-script [script args...]]: appends the raw output to LOG, prints
+# "req_per_s p99_ms errors" (errors = non-2xx/3xx responses + socket errors).
+run_wrk() {
+  local label="$1" url="$2"; shift 2
+  local cmd=(wrk -t"$THREADS" -c"$CONNS")
+  if (($# > 0)); then cmd+=(-s "$1"); shift; fi
+  local tail=("$url")
+  if (($# > 0)); then tail+=(-- "$@"); fi
+  if ((WARM_SECS > 0)); then
+    "${cmd[@]}" -d"${WARM_SECS}s" "${tail[@]}" >/dev/null 2>&1
+  fi
+  local out="$TMP/wrk.out"
+  "${cmd[@]}" -d"${SECS}s" --latency "${tail[@]}" >"$out" 2>&1
+  { echo "=== wrk $label: ${cmd[*]} -d${SECS}s --latency ${tail[*]}"; cat "$out"; } >>"$LOG"
+  python3 - "$out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r'Requests/sec:\s+([0-9.]+)', t)
+if not m:
+    sys.exit(1)
+p = re.search(r'^\s*99(?:\.000)?%\s+([0-9.]+)(us|ms|s|m)\s*$', t, re.M)
+p99 = 'nan'
+if p:
+    v, u = float(p.group(1)), p.group(2)
+    p99 = '%.3f' % (v * {'us': 0.001, 'ms': 1, 's': 1000, 'm': 60000}[u])
+err = 0
+n = re.search(r'Non-2xx or 3xx responses:\s+(\d+)', t)
+if n:
+    err += int(n.group(1))
+s = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', t)
+if s:
+    err += sum(int(x) for x in s.groups())
+print(m.group(1), p99, err)
+PY
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# api_create <n> <ids-file>: POST n users with ids API_PREFIX-g-<i>; writes the created ids.
+api_create() {
+  python3 - "$BASE" "$API_PREFIX-g" "$1" "$2" <<'PY'
+import http.client, json, sys, urllib.parse
+base, prefix, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+u = urllib.parse.urlsplit(base)
+c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)
+ids, bad = [], 0
+for i in range(1, n + 1):
+    uid = f"{prefix}-{i}"
+    body = json.dumps({"id": uid, "first_name": "Bench", "last_name": f"Get{i}", "email": f"{uid}@example.com"})
+    c.request("POST", "/api/v1/users/", body, {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    if r.status == 201:
+        ids.append(uid)
+    else:
+        bad += 1
+        if bad <= 3:
+            print(f"create {uid}: HTTP {r.status} {data[:200]!r}", file=sys.stderr)
+        if bad >= 20:
+            break
+open(out, "w").write("".join(i + "\n" for i in ids))
+print(len(ids))
+PY
+}
+
+api_delete() {
+  python3 - "$BASE" "$1" <<'PY'
+import http.client, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)
+gone = 0
+for uid in open(sys.argv[2]).read().split():
+    c.request("DELETE", f"/api/v1/users/{uid}")
+    r = c.getresponse(); r.read()
+    gone += r.status in (204, 404)
+print(f"api_delete: {gone} deleted")
+PY
+}
+
+# --- the table -------------------------------------------------------------------------
+ROWS=()
+NPASS=0; NMISS=0; NSKIP=0
+row() { ROWS+=("$(printf '%-36s %14s %14s %7s %-10s %s' "$@")"); }
+fmt() { python3 -c 'import sys; v=float(sys.argv[1]); print(f"{v:,.0f}" if v >= 100 else f"{v:.2f}")' "$1"; }
+verdict() { # verdict <ok 0|1>
+  if [[ "$1" == 1 ]]; then NPASS=$((NPASS + 1)); echo PASS; else NMISS=$((NMISS + 1)); echo MISS; fi
+}
+ratio_row() { # ratio_row <figure> <value> <ceiling> <ceiling label>
+  local r ok
+  r="$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$2" "$3")"
+  ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) / float(sys.argv[2]) >= float(sys.argv[3])))' "$2" "$3" "$MIN_RATIO")"
+  row "$1" "$(fmt "$2")" "$(fmt "$3")" "$r" ">= $MIN_RATIO" "$(verdict "$ok") (ceiling: $4)"
+}
+p99_row() { # p99_row <figure> <ms>
+  local ok
+  if [[ "$2" == nan ]]; then row "$1" "?" "" "" "< $P99_MS ms" "$(verdict 0) (no 99% line)"; return; fi
+  ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) < float(sys.argv[2])))' "$2" "$P99_MS")"
+  row "$1" "$2 ms" "" "" "< $P99_MS ms" "$(verdict "$ok")"
+}
+skip_row() { NSKIP=$((NSKIP + 1)); row "$1" "n/a" "" "" "$2" "SKIP ($3)"; }
+info_row() { row "$1" "$2" "" "" "ceiling" ""; }
+
+echo "bench.sh: DURATION=${SECS}s, wrk -t$THREADS -c$CONNS, pgbench -c $CONNS -j $THREADS via $PGHOST:$PGPORT, BASE=$BASE" >&2
+
+# --- 1, 2: pgbench through PgBouncer shard 0 ----------------------------------------------
+SEL_TPS=""; INS_TPS=""
+if psqlq -c "SELECT 1 FROM users LIMIT 1" >/dev/null 2>>"$LOG"; then
+  echo "bench.sh: seeding $PG_ROWS rows for select.sql (ids ${RUN}00000001..)" >&2
+  SEEDED=1
+  psqlq -c "INSERT INTO users (id, first_name, last_name, email)
+            SELECT ($RUN::bigint * 100000000 + g)::text, 'Bench', 'Select' || g, 'bench' || g || '@example.com'
+            FROM generate_series(1, $PG_ROWS) g" >>"$LOG" 2>&1 || die "seeding failed (see $LOG)"
+  echo "bench.sh: pgbench select.sql (${SECS}s)" >&2
+  if read -r SEL_TPS SEL_P99 < <(run_pgbench loadtest/pgbench/select.sql -D base="$RUN" -D rows="$PG_ROWS"); then
+    info_row "pgbench select.sql tps (:$PGPORT)" "$(fmt "$SEL_TPS")"
+    info_row "pgbench select.sql p99" "$SEL_P99 ms"
+  else SEL_TPS=""; skip_row "pgbench select.sql tps (:$PGPORT)" "ceiling" "pgbench failed, see log"; fi
+  echo "bench.sh: pgbench insert.sql (${SECS}s)" >&2
+  if read -r INS_TPS INS_P99 < <(run_pgbench loadtest/pgbench/insert.sql -D base="$RUN" -D seq=0); then
+    info_row "pgbench insert.sql tps (:$PGPORT)" "$(fmt "$INS_TPS")"
+    info_row "pgbench insert.sql p99" "$INS_P99 ms"
+  else INS_TPS=""; skip_row "pgbench insert.sql tps (:$PGPORT)" "ceiling" "pgbench failed, see log"; fi
+else
+  skip_row "pgbench select/insert (:$PGPORT)" "ceiling" "no users table via $PGHOST:$PGPORT; scripts/cluster.sh up"
+fi
+
+# --- 3: hello-world ceiling ---------------------------------------------------------------
+HELLO_RPS=""
+HELLO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hello"
+echo "bench.sh: building the hello example" >&2
+if ! cargo build -q --release -p shardgate --example hello >>"$LOG" 2>&1; then
+  [[ -x "$HELLO_BIN" ]] && echo "bench.sh: build failed, using the existing $HELLO_BIN" >&2
+fi
+if [[ -x "$HELLO_BIN" ]]; then
+  HELLO_PORT="$(free_port)"
+  "$HELLO_BIN" "$HELLO_PORT" >>"$LOG" 2>&1 &
+  HELLO_PID=$!
+  for _ in $(seq 50); do curl -sf -m 1 "http://127.0.0.1:$HELLO_PORT/" >/dev/null && break; sleep 0.1; done
+  echo "bench.sh: wrk hello-world on :$HELLO_PORT (${SECS}s)" >&2
+  if read -r HELLO_RPS HELLO_P99 HELLO_ERR < <(run_wrk hello "http://127.0.0.1:$HELLO_PORT/"); then
+    info_row "hello-world req/s (hyper example)" "$(fmt "$HELLO_RPS")"
+    info_row "hello-world p99" "$HELLO_P99 ms"
+  else HELLO_RPS=""; skip_row "hello-world req/s" "ceiling" "wrk failed, see log"; fi
+  kill "$HELLO_PID" 2>/dev/null; wait "$HELLO_PID" 2>/dev/null; HELLO_PID=""
+else
+  skip_row "hello-world req/s" "ceiling" "no hello binary: cargo build --release -p shardgate --example hello"
+fi
+
+# --- 4, 5, 6: shardgate ---------------------------------------------------------------------
+health="$(curl -s -m 2 "$BASE/health" 2>/dev/null)"
+if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("status") == "ok" else 1)' "$health" 2>/dev/null; then
+  echo "bench.sh: wrk $BASE/health (${SECS}s)" >&2
+  if read -r H_RPS H_P99 H_ERR < <(run_wrk health "$BASE/health"); then
+    if [[ -n "$HELLO_RPS" ]]; then ratio_row "shardgate GET /health req/s" "$H_RPS" "$HELLO_RPS" "hello-world"
+    else skip_row "shardgate GET /health req/s" ">= $MIN_RATIO" "no hello ceiling"; fi
+    p99_row "shardgate GET /health p99" "$H_P99"
+    row "shardgate GET /health errors" "$H_ERR" "" "" "0" "$(verdict "$((H_ERR == 0))")"
+  else skip_row "shardgate GET /health req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
+
+  echo "bench.sh: creating $API_ROWS users through the API" >&2
+  API_USED=1
+  n_ids="$(api_create "$API_ROWS" "$TMP/ids.txt" 2>>"$LOG")"
+  if [[ "${n_ids:-0}" -gt 0 ]]; then
+    echo "bench.sh: wrk GET /api/v1/users/:id over $n_ids ids (${SECS}s)" >&2
+    if read -r G_RPS G_P99 G_ERR < <(run_wrk get "$BASE/api/v1/users/" loadtest/wrk/get.lua "$TMP/ids.txt"); then
+      if [[ -n "$SEL_TPS" ]]; then ratio_row "shardgate GET /api/v1/users/:id req/s" "$G_RPS" "$SEL_TPS" "pgbench select"
+      else skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
+      p99_row "shardgate GET /api/v1/users/:id p99" "$G_P99"
+      row "shardgate GET /api/v1/users/:id errors" "$G_ERR" "" "" "0" "$(verdict "$((G_ERR == 0))")"
+    else skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
+  else
+    skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "creating users failed, see log"
+  fi
+
+  echo "bench.sh: wrk POST /api/v1/users/ (${SECS}s)" >&2
+  if read -r P_RPS P_P99 P_ERR < <(run_wrk post "$BASE/api/v1/users/" loadtest/wrk/post.lua "$API_PREFIX"); then
+    if [[ -n "$INS_TPS" ]]; then ratio_row "shardgate POST /api/v1/users/ req/s" "$P_RPS" "$INS_TPS" "pgbench insert"
+    else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
+    p99_row "shardgate POST /api/v1/users/ p99" "$P_P99"
+    row "shardgate POST /api/v1/users/ errors" "$P_ERR" "" "" "0" "$(verdict "$((P_ERR == 0))")"
+  else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
+
+  # RSS of every shardgate process (supervisor and workers), after the load.
+  found=0
+  while read -r pid ppid rss; do
+    [[ -n "$pid" ]] || continue
+    found=1
+    role=worker
+    ps -o comm= -p "$ppid" 2>/dev/null | grep -qx shardgate || role=supervisor
+    mib="$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1024))' "$rss")"
+    ok="$(python3 -c 'import sys; print(int(int(sys.argv[1]) < int(sys.argv[2]) * 1024))' "$rss" "$RSS_MIB")"
+    row "shardgate RSS pid $pid ($role)" "$mib MiB" "" "" "< $RSS_MIB MiB" "$(verdict "$ok")"
+  done < <(ps -o pid=,ppid=,rss= -C shardgate 2>/dev/null)
+  ((found)) || skip_row "shardgate RSS" "< $RSS_MIB MiB" "no process named shardgate (server not started as target/*/shardgate?)"
+else
+  for f in "GET /health" "GET /api/v1/users/:id" "POST /api/v1/users/"; do
+    skip_row "shardgate $f" ">= $MIN_RATIO" "no shardgate at $BASE: make bench starts it"
+  done
+  skip_row "shardgate RSS" "< $RSS_MIB MiB" "no shardgate at $BASE"
+fi
+
+# --- report ------------------------------------------------------------------------------
+{
+  echo "shardgate bench $STAMP  host $(hostname)  $(nproc) CPUs  duration ${SECS}s  wrk -t$THREADS -c$CONNS --latency  pgbench -c $CONNS -j $THREADS -M extended via $PGHOST:$PGPORT"
+  echo "BASE=$BASE  ceilings: pgbench loadtest/pgbench/{select,insert}.sql on the users table through the same PgBouncer; hello = server/examples/hello.rs"
+  echo
+  printf '%-36s %14s %14s %7s %-10s %s\n' figure value ceiling ratio target result
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "PASS $NPASS  MISS $NMISS  SKIP $NSKIP"
+} | tee "$OUT"
+echo "bench.sh: table $OUT, raw output $LOG" >&2
+if [[ "${STRICT:-0}" == 1 ]] && ((NMISS > 0)); then exit 1; fi
+exit 0
