@@ -139,7 +139,10 @@ run_wrk() {
   local tail=("$url")
   if (($# > 0)); then tail+=(-- "$@"); fi
   if ((WARM_SECS > 0)); then
-    "${cmd[@]}" -d"${WARM_SECS}s" "${tail[@]}" >/dev/null 2>&1
+    # An extra script argument "w" tells post.lua to use other ids than the measured run.
+    local warm=("${tail[@]}")
+    if (($# > 0)); then warm+=(w); fi
+    "${cmd[@]}" -d"${WARM_SECS}s" "${warm[@]}" >/dev/null 2>&1
   fi
   local out="$TMP/wrk.out"
   "${cmd[@]}" -d"${SECS}s" --latency "${tail[@]}" >"$out" 2>&1
@@ -211,29 +214,73 @@ print(f"api_delete: {gone} deleted")
 PY
 }
 
+# shardgate_procs: "pid ppid rss_kib role" for the processes named shardgate that serve BASE:
+# the ones listening on its port (SO_REUSEPORT: every worker), their shardgate parent (the
+# supervisor) and its other shardgate children. Other shardgate processes (tests, other
+# ports) are left out, unless none is found that way: then every shardgate process.
+shardgate_procs() {
+  local port="${BASE##*:}"
+  [[ "$port" =~ ^[0-9]+$ ]] || port=80
+  python3 - "$port" <<'PY'
+import os, re, subprocess, sys
+port = sys.argv[1]
+def comm(pid):
+    try: return open(f"/proc/{pid}/comm").read().strip()
+    except OSError: return ""
+def stat(pid):
+    try:
+        f = open(f"/proc/{pid}/status").read()
+        return int(re.search(r"^PPid:\s+(\d+)", f, re.M).group(1)), int(re.search(r"^VmRSS:\s+(\d+)", f, re.M).group(1))
+    except (OSError, AttributeError): return None
+ss = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+listen = {int(p) for p in re.findall(r"pid=(\d+)", ss) if comm(p) == "shardgate"}
+sup = {stat(p)[0] for p in listen if stat(p) and comm(stat(p)[0]) == "shardgate"}
+procs = set(listen) | sup
+for d in os.listdir("/proc"):
+    if d.isdigit() and comm(d) == "shardgate":
+        st = stat(d)
+        if st and st[0] in sup: procs.add(int(d))
+if not procs:  # not found through its socket: every shardgate process, roles by parent
+    allp = [int(d) for d in os.listdir("/proc") if d.isdigit() and comm(d) == "shardgate"]
+    procs = set(allp)
+    sup = {p for p in allp if stat(p) and comm(stat(p)[0]) != "shardgate"}
+for p in sorted(procs):
+    st = stat(p)
+    if st: print(p, st[0], st[1], "supervisor" if p in sup else "worker")
+PY
+}
+
 # --- the table -------------------------------------------------------------------------
 ROWS=()
 NPASS=0; NMISS=0; NSKIP=0
-row() { ROWS+=("$(printf '%-36s %14s %14s %7s %-10s %s' "$@")"); }
+row() { ROWS+=("$(printf '%-40s %14s %14s %7s %-10s %s' "$@")"); }
 fmt() { python3 -c 'import sys; v=float(sys.argv[1]); print(f"{v:,.0f}" if v >= 100 else f"{v:.2f}")' "$1"; }
-verdict() { # verdict <ok 0|1>
-  if [[ "$1" == 1 ]]; then NPASS=$((NPASS + 1)); echo PASS; else NMISS=$((NMISS + 1)); echo MISS; fi
+# verdict <ok 0|1> [note]: counts it and sets V (no subshell, so the counters stick).
+verdict() {
+  if [[ "$1" == 1 ]]; then NPASS=$((NPASS + 1)); V=PASS; else NMISS=$((NMISS + 1)); V=MISS; fi
+  [[ -z "${2:-}" ]] || V="$V $2"
 }
 ratio_row() { # ratio_row <figure> <value> <ceiling> <ceiling label>
   local r ok
   r="$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$2" "$3")"
   ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) / float(sys.argv[2]) >= float(sys.argv[3])))' "$2" "$3" "$MIN_RATIO")"
-  row "$1" "$(fmt "$2")" "$(fmt "$3")" "$r" ">= $MIN_RATIO" "$(verdict "$ok") (ceiling: $4)"
+  verdict "$ok" "(ceiling: $4)"
+  row "$1" "$(fmt "$2")" "$(fmt "$3")" "$r" ">= $MIN_RATIO" "$V"
 }
 p99_row() { # p99_row <figure> <ms>
   local ok
-  if [[ "$2" == nan ]]; then row "$1" "?" "" "" "< $P99_MS ms" "$(verdict 0) (no 99% line)"; return; fi
+  if [[ "$2" == nan ]]; then verdict 0 "(no 99% line)"; row "$1" "?" "" "" "< $P99_MS ms" "$V"; return; fi
   ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) < float(sys.argv[2])))' "$2" "$P99_MS")"
-  row "$1" "$2 ms" "" "" "< $P99_MS ms" "$(verdict "$ok")"
+  verdict "$ok"
+  row "$1" "$2 ms" "" "" "< $P99_MS ms" "$V"
 }
 skip_row() { NSKIP=$((NSKIP + 1)); row "$1" "n/a" "" "" "$2" "SKIP ($3)"; }
 info_row() { row "$1" "$2" "" "" "ceiling" ""; }
 
+LOAD0="$(cut -d' ' -f1 /proc/loadavg)"
+if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOAD0"; then
+  echo "bench.sh: WARNING: load average $LOAD0 before the run: other work on this machine (a cargo build?) skews every figure" >&2
+fi
 echo "bench.sh: DURATION=${SECS}s, wrk -t$THREADS -c$CONNS, pgbench -c $CONNS -j $THREADS via $PGHOST:$PGPORT, BASE=$BASE" >&2
 
 # --- 1, 2: pgbench through PgBouncer shard 0 ----------------------------------------------
@@ -261,9 +308,14 @@ fi
 # --- 3: hello-world ceiling ---------------------------------------------------------------
 HELLO_RPS=""
 HELLO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hello"
-echo "bench.sh: building the hello example" >&2
-if ! cargo build -q --release -p shardgate --example hello >>"$LOG" 2>&1; then
-  [[ -x "$HELLO_BIN" ]] && echo "bench.sh: build failed, using the existing $HELLO_BIN" >&2
+# Build it when missing or older than its source (it does not use the shardgate library, so
+# a binary newer than hello.rs is current even while the server code changes).
+if [[ ! -x "$HELLO_BIN" || server/examples/hello.rs -nt "$HELLO_BIN" || -n "${REBUILD_HELLO:-}" ]]; then
+  echo "bench.sh: building the hello example" >&2
+  if ! cargo build -q --release -p shardgate --example hello >>"$LOG" 2>&1; then
+    echo "bench.sh: building the hello example failed (see $LOG)" >&2
+    [[ -x "$HELLO_BIN" ]] && echo "bench.sh: using the existing $HELLO_BIN" >&2
+  fi
 fi
 if [[ -x "$HELLO_BIN" ]]; then
   HELLO_PORT="$(free_port)"
@@ -288,7 +340,8 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
     if [[ -n "$HELLO_RPS" ]]; then ratio_row "shardgate GET /health req/s" "$H_RPS" "$HELLO_RPS" "hello-world"
     else skip_row "shardgate GET /health req/s" ">= $MIN_RATIO" "no hello ceiling"; fi
     p99_row "shardgate GET /health p99" "$H_P99"
-    row "shardgate GET /health errors" "$H_ERR" "" "" "0" "$(verdict "$((H_ERR == 0))")"
+    verdict "$((H_ERR == 0))"
+    row "shardgate GET /health errors" "$H_ERR" "" "" "0" "$V"
   else skip_row "shardgate GET /health req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
 
   echo "bench.sh: creating $API_ROWS users through the API" >&2
@@ -300,7 +353,8 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
       if [[ -n "$SEL_TPS" ]]; then ratio_row "shardgate GET /api/v1/users/:id req/s" "$G_RPS" "$SEL_TPS" "pgbench select"
       else skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
       p99_row "shardgate GET /api/v1/users/:id p99" "$G_P99"
-      row "shardgate GET /api/v1/users/:id errors" "$G_ERR" "" "" "0" "$(verdict "$((G_ERR == 0))")"
+      verdict "$((G_ERR == 0))"
+      row "shardgate GET /api/v1/users/:id errors" "$G_ERR" "" "" "0" "$V"
     else skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
   else
     skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "creating users failed, see log"
@@ -311,21 +365,21 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
     if [[ -n "$INS_TPS" ]]; then ratio_row "shardgate POST /api/v1/users/ req/s" "$P_RPS" "$INS_TPS" "pgbench insert"
     else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
     p99_row "shardgate POST /api/v1/users/ p99" "$P_P99"
-    row "shardgate POST /api/v1/users/ errors" "$P_ERR" "" "" "0" "$(verdict "$((P_ERR == 0))")"
+    verdict "$((P_ERR == 0))"
+    row "shardgate POST /api/v1/users/ errors" "$P_ERR" "" "" "0" "$V"
   else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
 
-  # RSS of every shardgate process (supervisor and workers), after the load.
+  # RSS of the shardgate serving BASE (its supervisor and every worker), after the load.
   found=0
-  while read -r pid ppid rss; do
+  while read -r pid ppid rss role; do
     [[ -n "$pid" ]] || continue
     found=1
-    role=worker
-    ps -o comm= -p "$ppid" 2>/dev/null | grep -qx shardgate || role=supervisor
     mib="$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1024))' "$rss")"
     ok="$(python3 -c 'import sys; print(int(int(sys.argv[1]) < int(sys.argv[2]) * 1024))' "$rss" "$RSS_MIB")"
-    row "shardgate RSS pid $pid ($role)" "$mib MiB" "" "" "< $RSS_MIB MiB" "$(verdict "$ok")"
-  done < <(ps -o pid=,ppid=,rss= -C shardgate 2>/dev/null)
-  ((found)) || skip_row "shardgate RSS" "< $RSS_MIB MiB" "no process named shardgate (server not started as target/*/shardgate?)"
+    verdict "$ok"
+    row "shardgate RSS pid $pid ($role)" "$mib MiB" "" "" "< $RSS_MIB MiB" "$V"
+  done < <(shardgate_procs)
+  ((found)) || skip_row "shardgate RSS" "< $RSS_MIB MiB" "no process named shardgate"
 else
   for f in "GET /health" "GET /api/v1/users/:id" "POST /api/v1/users/"; do
     skip_row "shardgate $f" ">= $MIN_RATIO" "no shardgate at $BASE: make bench starts it"
@@ -335,10 +389,10 @@ fi
 
 # --- report ------------------------------------------------------------------------------
 {
-  echo "shardgate bench $STAMP  host $(hostname)  $(nproc) CPUs  duration ${SECS}s  wrk -t$THREADS -c$CONNS --latency  pgbench -c $CONNS -j $THREADS -M extended via $PGHOST:$PGPORT"
+  echo "shardgate bench $STAMP  host $(hostname)  $(nproc) CPUs  loadavg before $LOAD0  duration ${SECS}s  wrk -t$THREADS -c$CONNS --latency  pgbench -c $CONNS -j $THREADS -M extended via $PGHOST:$PGPORT"
   echo "BASE=$BASE  ceilings: pgbench loadtest/pgbench/{select,insert}.sql on the users table through the same PgBouncer; hello = server/examples/hello.rs"
   echo
-  printf '%-36s %14s %14s %7s %-10s %s\n' figure value ceiling ratio target result
+  printf '%-40s %14s %14s %7s %-10s %s\n' figure value ceiling ratio target result
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "PASS $NPASS  MISS $NMISS  SKIP $NSKIP"

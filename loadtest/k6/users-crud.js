@@ -160,7 +160,7 @@ function create() {
     'create: name = first + " " + last': () => u !== null && u.name === `${first} ${last}`,
     'create: optional fields echoed': () =>
       u !== null && (payload.email === undefined || (u.email === payload.email && u.deeplink === payload.deeplink && u.promo_message === payload.promo_message)),
-    'create: created_at/updated_at set': () => u !== null && !isNaN(Date.parse(u.created_at)) && !isNaN(Date.parse(u.updated_at)),
+    'create: created_at/updated_at set': () => u !== null && !isNaN(ts(u.created_at)) && !isNaN(ts(u.updated_at)),
   });
   if (res.status !== 201 || u === null) return;
   created.add(1);
@@ -211,7 +211,7 @@ function update() {
     'update: 200': (r) => r.status === 200,
     'update: new first_name returned': () => u !== null && u.id === id && u.first_name === first,
     'update: updated_at changed': () => u !== null && typeof u.updated_at === 'string' && u.updated_at !== was.updated_at,
-    'update: updated_at not before created_at': () => u !== null && Date.parse(u.updated_at) >= Date.parse(u.created_at),
+    'update: updated_at not before created_at': () => u !== null && ts(u.updated_at) >= ts(u.created_at),
   });
   if (res.status === 200 && u !== null) {
     was.first.push(first);
@@ -219,9 +219,17 @@ function update() {
   }
 }
 
+// Milliseconds since the epoch of an RFC 3339 timestamp (any number of fraction digits);
+// NaN when it is not one, which makes every comparison below fail.
+function ts(s) {
+  if (typeof s !== 'string') return NaN;
+  const t = Date.parse(s);
+  return isNaN(t) ? Date.parse(s.replace(/(\.\d{3})\d+/, '$1')) : t;
+}
+
 function isNewestFirst(arr) {
   for (let i = 1; i < arr.length; i++) {
-    if (Date.parse(arr[i - 1].created_at) < Date.parse(arr[i].created_at)) return false;
+    if (!(ts(arr[i - 1].created_at) >= ts(arr[i].created_at))) return false;
   }
   return true;
 }
@@ -248,7 +256,7 @@ function list() {
     'list next page: no id from page 1': () => Array.isArray(page2) && page2.every((u) => !seen.has(u.id)),
     'list next page: older than page 1': () =>
       Array.isArray(page2) && (page2.length === 0 || page.length === 0 ||
-        Date.parse(page2[0].created_at) <= Date.parse(page[page.length - 1].created_at)),
+        ts(page2[0].created_at) <= ts(page[page.length - 1].created_at)),
   });
 }
 

@@ -23,50 +23,59 @@ pub struct RedisHandle {
 }
 
 impl RedisHandle {
-    /// Starts connecting (retrying until it succeeds) and pinging every `interval`.
+    /// Connects and pings once (bounded, so `/ready` starts out measured), then keeps
+    /// reconnecting and pinging every `interval` until `cancel` fires.
     ///
     /// # Errors
     /// The URL does not parse.
-    pub fn start(url: &str, interval: Duration, cancel: CancellationToken) -> Result<RedisHandle, redis::RedisError> {
+    pub async fn start(
+        url: &str,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) -> Result<RedisHandle, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let handle = RedisHandle::default();
+        let _ = tokio::time::timeout(Duration::from_secs(2), handle.probe(&client)).await;
         let h = handle.clone();
         tokio::spawn(async move {
-            let cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_millis(500)))
-                .set_response_timeout(Some(Duration::from_millis(500)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_millis(500));
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let conn = match h.inner.conn.get() {
-                    Some(c) => c.clone(),
-                    None => match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
-                        Ok(c) => {
-                            let _ = h.inner.conn.set(c.clone());
-                            c
-                        }
-                        Err(e) => {
-                            h.set_up(false, Some(&e));
-                            continue;
-                        }
-                    },
-                };
-                let mut conn = conn;
-                let cmd = redis::cmd("PING");
-                match tokio::time::timeout(Duration::from_millis(800), cmd.query_async::<String>(&mut conn)).await {
-                    Ok(Ok(_)) => h.set_up(true, None),
-                    Ok(Err(e)) => h.set_up(false, Some(&e)),
-                    Err(_) => h.set_up(false, None),
+                    _ = tick.tick() => h.probe(&client).await,
                 }
             }
         });
         Ok(handle)
+    }
+
+    /// One round: connect if we never have, then PING.
+    async fn probe(&self, client: &redis::Client) {
+        let mut conn = match self.inner.conn.get() {
+            Some(c) => c.clone(),
+            None => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(500)))
+                    .set_response_timeout(Some(Duration::from_millis(500)))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                match ConnectionManager::new_with_config(client.clone(), cfg).await {
+                    Ok(c) => {
+                        let _ = self.inner.conn.set(c.clone());
+                        c
+                    }
+                    Err(e) => return self.set_up(false, Some(&e)),
+                }
+            }
+        };
+        let cmd = redis::cmd("PING");
+        match tokio::time::timeout(Duration::from_millis(800), cmd.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => self.set_up(true, None),
+            Ok(Err(e)) => self.set_up(false, Some(&e)),
+            Err(_) => self.set_up(false, None),
+        }
     }
 
     fn set_up(&self, up: bool, err: Option<&redis::RedisError>) {

@@ -41,7 +41,7 @@ impl AppState {
         let pool_cfg = cfg.pool_config();
         let pools = ShardPools::new(&topo, &pool_cfg);
         let health = HealthMonitor::start(&topo, &pool_cfg, cancel.clone()).await;
-        let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel)?;
+        let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel).await?;
         Ok(Arc::new(AppState {
             ring: topo.ring(),
             query_timeout: pool_cfg.query_timeout,

@@ -137,11 +137,11 @@ async fn a_slow_shard_hits_the_request_deadline_with_504() {
     let app =
         TestApp::start_with(1, &[("SHARDGATE_SHARD_0_POOLER", proxy.addr()), ("REQUEST_TIMEOUT_MS", "300".into())])
             .await;
-    proxy.set_latency(1000);
+    proxy.set_latency(3000); // a query would take >= 6 s
     let t0 = Instant::now();
     let (st, body) = app.get_json(&format!("/api/v1/users/{}?consistency=strong", id_on_shard("slow", 0))).await;
     assert_eq!((st, code(&body)), (504, "REQUEST_TIMEOUT"));
-    assert!(t0.elapsed() < Duration::from_millis(900), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(2), "answered at the deadline, not the query's end: {:?}", t0.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -195,7 +195,9 @@ async fn request_ids_are_echoed_or_made() {
     assert!(!a.is_empty() && a != b);
 }
 
-#[tokio::test]
+// Multi-thread: the client's connection task must keep running while TestApp's Drop
+// blocks, to answer the server's GOAWAY during the graceful shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_cleartext_on_the_same_port() {
     let app = TestApp::start(1).await;
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::{header, Request};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
@@ -12,7 +12,7 @@ use super::error::ApiError;
 /// `Content-Length`, when the client declares it).
 ///
 /// # Errors
-/// 413 over the limit; 415 for a declared non-JSON content type; 400 when the client
+/// 413 over the limit (after draining a bounded amount); 415 for a declared non-JSON content type; 400 when the client
 /// aborts the body.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
@@ -23,16 +23,44 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     }
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(&mut body).await;
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit })
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(1024, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request("BODY_READ_FAILED", format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(&mut body).await;
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(ApiError::bad_request("BODY_READ_FAILED", format!("could not read the request body: {e}"))),
     }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards what is left of an oversized body, up to a bound, before the 413
+/// goes out: most clients do not read a response until they have sent their whole body,
+/// and closing on them mid-send turns a clear 413 into a broken pipe. Bounded (8 MiB,
+/// 2 s) so a client cannot make us read forever; past that the connection is closed.
+async fn drain(body: &mut Incoming) {
+    const MAX_BYTES: usize = 8 << 20;
+    let mut seen = 0usize;
+    let work = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > MAX_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), work).await;
 }
 
 /// Parses a JSON body into `T` (whose serde attributes refuse unknown fields).
