@@ -172,6 +172,7 @@ pooler_conf() {
       "$ROOT/pgbouncer/pgbouncer.ini.tmpl" > "$dir/pgbouncer.ini.new"
   if ! cmp -s "$dir/pgbouncer.ini.new" "$dir/pgbouncer.ini" 2>/dev/null; then
     mv "$dir/pgbouncer.ini.new" "$dir/pgbouncer.ini"
+    POOLER_CONF_CHANGED=1
   else
     rm -f "$dir/pgbouncer.ini.new"
   fi
@@ -181,11 +182,14 @@ pooler_conf() {
 start_pooler() {
   local i="$1" dir="$DATA/shard-$1/pgbouncer" port
   port="$(pooler_port "$i")"
+  POOLER_CONF_CHANGED=0
   pooler_conf "$i"
   if pooler_up "$i"; then
     local pid; pid="$(port_pid "$port")"
     [ -n "$pid" ] && [ "$pid" = "$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)" ] \
       || die "port $port (for pgbouncer-$i) answers but is not our PgBouncer"
+    # The template changed since it started: reload (SIGHUP), connections survive.
+    if [ "$POOLER_CONF_CHANGED" = 1 ]; then kill -HUP "$pid"; log "pgbouncer-$i: configuration reloaded"; fi
     return 0
   fi
   clear_stale_pidfile "$dir/pgbouncer.pid"
@@ -294,7 +298,16 @@ cmd_down() {
     [ -d "$DATA/shard-$i" ] || continue
     (
       f="$DATA/shard-$i/pgbouncer/pgbouncer.pid"
-      if [ -f "$f" ]; then kill -TERM "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
+      if [ -f "$f" ]; then
+        pid="$(cat "$f")"
+        # Only signal it if that pid is still a PgBouncer (pids get reused).
+        if grep -q pgbouncer "/proc/$pid/cmdline" 2>/dev/null; then
+          kill -TERM "$pid" 2>/dev/null || true
+          deadline=$((SECONDS + 10))
+          while pooler_up "$i" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        fi
+        rm -f "$f"
+      fi
       stop_pg "$DATA/shard-$i/replica" "$(replica_port "$i")"
       stop_pg "$DATA/shard-$i/primary" "$(primary_port "$i")"
     ) & pids+=($!)

@@ -25,8 +25,11 @@ pub struct ShardHealth {
     pub shard: ShardId,
     /// The write path answers: PgBouncer is up and reaches a writable primary.
     pub primary_up: bool,
-    /// The replica answers, is in recovery and its WAL receiver is streaming.
+    /// The replica answers and is in recovery (a hot standby). It keeps serving reads
+    /// while its primary is down: the data it has is the best there is.
     pub replica_up: bool,
+    /// The replica's WAL receiver is streaming from the primary right now.
+    pub replica_streaming: bool,
     /// Bytes of WAL the replica has not replayed yet (primary's current LSN minus the
     /// replica's replay LSN); `None` when either side is down.
     pub replica_lag_bytes: Option<u64>,
@@ -39,6 +42,7 @@ pub struct ShardHealth {
 struct Cell {
     primary_up: AtomicBool,
     replica_up: AtomicBool,
+    replica_streaming: AtomicBool,
     lag_bytes: AtomicU64,
     lag_micros: AtomicU64,
 }
@@ -69,6 +73,7 @@ struct Prober {
 struct Probe {
     primary_lsn: Option<u64>,
     replica: Option<(u64, bool, Option<f64>)>, // replay lsn, caught up, seconds since last replay
+    streaming: bool,
 }
 
 impl HealthMonitor {
@@ -107,6 +112,7 @@ impl HealthMonitor {
             .map(|_| Cell {
                 primary_up: AtomicBool::new(false),
                 replica_up: AtomicBool::new(false),
+                replica_streaming: AtomicBool::new(false),
                 lag_bytes: AtomicU64::new(UNKNOWN),
                 lag_micros: AtomicU64::new(UNKNOWN),
             })
@@ -118,11 +124,18 @@ impl HealthMonitor {
         let results = futures_util::future::join_all(probers.iter_mut().map(|p| p.probe())).await;
         for (i, probe) in results.into_iter().enumerate() {
             let cell = &self.inner.cells[i];
-            let was_up = cell.primary_up.swap(probe.primary_lsn.is_some(), Ordering::Relaxed);
-            if was_up != probe.primary_lsn.is_some() {
-                tracing::warn!(shard = i, up = probe.primary_lsn.is_some(), "shard primary health changed");
+            let up = probe.primary_lsn.is_some();
+            let was_up = cell.primary_up.swap(up, Ordering::Relaxed);
+            match (was_up, up) {
+                (true, false) => tracing::warn!(shard = i, "shard primary down"),
+                (false, true) => tracing::info!(shard = i, "shard primary up"),
+                _ => {}
             }
-            cell.replica_up.store(probe.replica.is_some(), Ordering::Relaxed);
+            let rup = probe.replica.is_some();
+            if cell.replica_up.swap(rup, Ordering::Relaxed) && !rup {
+                tracing::warn!(shard = i, "shard replica down");
+            }
+            cell.replica_streaming.store(probe.streaming, Ordering::Relaxed);
             match (probe.primary_lsn, probe.replica) {
                 (Some(p), Some((r, caught_up, secs))) => {
                     cell.lag_bytes.store(p.saturating_sub(r), Ordering::Relaxed);
@@ -180,6 +193,7 @@ impl HealthMonitor {
                     shard: ShardId::new(i as u16),
                     primary_up: c.primary_up.load(Ordering::Relaxed),
                     replica_up: c.replica_up.load(Ordering::Relaxed),
+                    replica_streaming: c.replica_streaming.load(Ordering::Relaxed),
                     replica_lag_bytes: (bytes != UNKNOWN).then_some(bytes),
                     replica_lag_seconds: (micros != UNKNOWN).then(|| micros as f64 / 1e6),
                 }
@@ -219,9 +233,8 @@ impl Prober {
                 .fetch_one(c)
                 .await?;
                 Ok(match row {
-                    (true, Some(lsn), caught_up, secs, Some(status)) if status == "streaming" => {
-                        parse_lsn(&lsn).map(|l| (l, caught_up.unwrap_or(false), secs))
-                    }
+                    (true, Some(lsn), caught_up, secs, status) => parse_lsn(&lsn)
+                        .map(|l| (l, caught_up.unwrap_or(false), secs, status.as_deref() == Some("streaming"))),
                     _ => None,
                 })
             })),
@@ -229,7 +242,8 @@ impl Prober {
         if primary_lsn.is_none() {
             tracing::debug!(shard = %self.shard, "primary probe failed");
         }
-        Probe { primary_lsn, replica }
+        let streaming = replica.is_some_and(|r| r.3);
+        Probe { primary_lsn, replica: replica.map(|(l, c, s, _)| (l, c, s)), streaming }
     }
 }
 

@@ -149,7 +149,9 @@ impl Config {
         for (k, v) in env {
             match k.as_str() {
                 "SHARDGATE_LISTEN" => self.listen = parse("SHARDGATE_LISTEN", v)?,
-                "PORT" => self.listen.set_port(parse("PORT", v)?),
+                // Applied after the loop, so PORT wins over SHARDGATE_LISTEN's port
+                // whatever the order of the environment.
+                "PORT" => {}
                 "WORKERS" => self.workers = parse("WORKERS", v)?,
                 "WORKER_THREADS" => self.worker_threads = parse("WORKER_THREADS", v)?,
                 "SHARDGATE_TOPOLOGY" => self.topology = PathBuf::from(v),
@@ -172,6 +174,9 @@ impl Config {
                 _ => {}
             }
         }
+        if let Some((_, v)) = env.iter().find(|(k, _)| k == "PORT") {
+            self.listen.set_port(parse("PORT", v)?);
+        }
         Ok(())
     }
 
@@ -189,6 +194,20 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
+        }
+        for (field, v) in [
+            ("health_interval_ms", self.health_interval_ms),
+            ("health_timeout_ms", self.health_timeout_ms),
+            ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
+            ("db_query_timeout_ms", self.db_query_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+        ] {
+            if v < 10 {
+                return Err(Error::Invalid { field, message: "must be at least 10 ms".into() });
+            }
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes", "must be at least 1");
@@ -282,5 +301,17 @@ mod tests {
         assert!(err.contains("wrokers"), "{err}");
         let cfg = Config { log_format: "xml".into(), ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("log_format"));
+        let cfg = Config { health_interval_ms: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("health_interval_ms"));
+        let cfg = Config { max_connections: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("max_connections"));
+        // PORT wins over SHARDGATE_LISTEN's port in either order.
+        for env_order in [
+            env(&[("PORT", "8081"), ("SHARDGATE_LISTEN", "127.0.0.1:9000")]),
+            env(&[("SHARDGATE_LISTEN", "127.0.0.1:9000"), ("PORT", "8081")]),
+        ] {
+            let cfg = Config::load_from(None, env_order).unwrap();
+            assert_eq!(cfg.listen.to_string(), "127.0.0.1:8081");
+        }
     }
 }

@@ -60,7 +60,6 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
@@ -92,6 +91,8 @@ where
         .record(start.elapsed().as_secs_f64());
     let (outcome, out) = match result {
         Ok(Ok(v)) => ("ok", Ok(v)),
+        // Our own pool is saturated: shed this request, but the server is fine.
+        Ok(Err(sqlx::Error::PoolTimedOut)) => ("pool_timeout", Err(DbFail::Unavailable(shard))),
         Ok(Err(e)) if is_unavailable(&e) => {
             tracing::warn!(shard = %shard, target = target.label(), error = %e, "shard unavailable");
             match target {

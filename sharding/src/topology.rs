@@ -114,7 +114,8 @@ pub struct ShardSpec {
     pub id: ShardId,
     /// Always `shard-{id}` in a valid topology (the ring's vnode labels derive from it).
     pub name: String,
-    /// Postgres primary, direct (migrations, health checks).
+    /// Postgres primary, direct (migrations, admin commands; the request path and the health
+    /// monitor go through the pooler).
     pub primary: Addr,
     /// Postgres streaming replica (reads).
     pub replica: Addr,

@@ -68,6 +68,8 @@ fn matches<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
 /// # Errors
 /// [`ApiError::NoRoute`] (404) or [`ApiError::MethodNotAllowed`] (405, with `Allow`).
 pub fn find<'p>(method: &Method, path: &'p str) -> Result<Match<'p>, ApiError> {
+    // HEAD is GET without a body; hyper drops the body of a HEAD response.
+    let method = if method == Method::HEAD { &Method::GET } else { method };
     let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
     let mut allow: Vec<&str> = Vec::new();
     for (m, pattern, handler) in ROUTES {
@@ -107,6 +109,7 @@ mod tests {
             Err(ApiError::MethodNotAllowed { allow, .. }) => assert_eq!(allow, "GET, PUT, PATCH, DELETE"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(find(&Method::HEAD, "/health").unwrap().handler, Handler::Health);
         match find(&Method::DELETE, "/health") {
             Err(ApiError::MethodNotAllowed { allow, .. }) => assert_eq!(allow, "GET"),
             other => panic!("{other:?}"),

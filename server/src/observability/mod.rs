@@ -55,6 +55,12 @@ impl Metrics {
         self.slot
     }
 
+    /// The slot as a metric label value (no allocation for the first 16 slots).
+    pub fn slot_label(&self) -> &'static str {
+        const L: [&str; 16] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"];
+        L.get(self.slot).copied().unwrap_or("other")
+    }
+
     pub fn render_local(&self) -> String {
         self.handle.render()
     }

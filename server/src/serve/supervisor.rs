@@ -94,7 +94,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     s.restarts += 1;
                     match spawn(slot, &run_dir, s.restarts, &mut set) {
                         Ok(pid) => { s.pid = Some(pid); s.started = Instant::now(); }
-                        Err(e) => tracing::error!(slot, error = %e, "cannot restart worker"),
+                        Err(e) => {
+                            // Try again after the back-off: report a synthetic exit.
+                            tracing::error!(slot, error = %e, "cannot restart worker; will retry");
+                            set.spawn(async move { (slot, Err(e)) });
+                        }
                     }
                 }
             }

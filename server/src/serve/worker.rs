@@ -34,6 +34,16 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
             .map_err(|e| anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", cfg.listen))?;
         let state = AppState::build(cfg, metrics, cancel.clone()).await?;
         state.metrics.serve_peers(cancel.clone())?;
+        let (s, stop) = (state.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(s.cfg.health_interval_ms));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => crate::system::refresh_gauges(&s),
+                }
+            }
+        });
         tracing::info!(slot, pid = std::process::id(), addr = %state.cfg.listen, threads, "worker serving");
 
         let stop = cancel.clone();

@@ -63,6 +63,8 @@ pub fn health(state: &State) -> Resp {
         }
         if !h.replica_up {
             down.push(format!("{} replica", h.shard.name()));
+        } else if !h.replica_streaming {
+            down.push(format!("{} replication", h.shard.name()));
         }
     }
     if !state.redis.is_up() {
@@ -84,21 +86,35 @@ pub fn ready(state: &State) -> Resp {
     json_response(code, &Ready { ready, redis: updown(state.redis.is_up()), shards: shard_states(state) })
 }
 
-pub async fn metrics(state: &State) -> Resp {
+/// Sets this worker's gauges (pool use, shard health). Gauges carry a `worker` label:
+/// summing them across workers would be meaningless for `shard_up`, and per-worker pool
+/// use is what an operator sizing pools wants to see. Called periodically by each
+/// worker and before each scrape.
+pub fn refresh_gauges(state: &State) {
+    let worker = state.metrics.slot_label();
     for shard in state.pools.iter() {
         let s = shard_label(shard.id);
         for (pool, p) in [("primary", &shard.primary), ("replica", &shard.replica)] {
             let idle = p.num_idle() as f64;
-            metrics::gauge!("db_pool_connections", "shard" => s, "pool" => pool, "state" => "idle").set(idle);
-            metrics::gauge!("db_pool_connections", "shard" => s, "pool" => pool, "state" => "in_use")
+            metrics::gauge!("db_pool_connections", "worker" => worker, "shard" => s, "pool" => pool, "state" => "idle")
+                .set(idle);
+            metrics::gauge!("db_pool_connections", "worker" => worker, "shard" => s, "pool" => pool, "state" => "in_use")
                 .set(p.size() as f64 - idle);
         }
     }
     for h in state.health.snapshot() {
         let s = shard_label(h.shard);
-        metrics::gauge!("shard_up", "shard" => s, "role" => "primary").set(f64::from(u8::from(h.primary_up)));
-        metrics::gauge!("shard_up", "shard" => s, "role" => "replica").set(f64::from(u8::from(h.replica_up)));
+        let up = |b: bool| f64::from(u8::from(b));
+        metrics::gauge!("shard_up", "worker" => worker, "shard" => s, "role" => "primary").set(up(h.primary_up));
+        metrics::gauge!("shard_up", "worker" => worker, "shard" => s, "role" => "replica").set(up(h.replica_up));
+        metrics::gauge!("shard_replica_lag_bytes", "worker" => worker, "shard" => s)
+            .set(h.replica_lag_bytes.map_or(f64::NAN, |b| b as f64));
     }
+    metrics::gauge!("redis_up", "worker" => worker).set(f64::from(u8::from(state.redis.is_up())));
+}
+
+pub async fn metrics(state: &State) -> Resp {
+    refresh_gauges(state);
     let text = state.metrics.render_service().await;
     bytes_response(StatusCode::OK, HeaderValue::from_static("text/plain; version=0.0.4"), text.into())
 }
@@ -118,6 +134,7 @@ pub async fn shard_stats(state: &State) -> Result<Resp, ApiError> {
         healthy: bool,
         primary_healthy: bool,
         replica_healthy: bool,
+        replica_streaming: bool,
         replica_lag_bytes: Option<u64>,
         replica_lag_seconds: Option<f64>,
         ring_share: f64,
@@ -147,9 +164,10 @@ pub async fn shard_stats(state: &State) -> Result<Resp, ApiError> {
                 shard_id: p.id.get(),
                 shard_name: p.name.clone(),
                 user_count: count.as_ref().copied().unwrap_or(0),
-                healthy: h.primary_up && count.is_ok(),
+                healthy: h.primary_up && h.replica_up && count.is_ok(),
                 primary_healthy: h.primary_up,
                 replica_healthy: h.replica_up,
+                replica_streaming: h.replica_streaming,
                 replica_lag_bytes: h.replica_lag_bytes,
                 replica_lag_seconds: h.replica_lag_seconds,
                 ring_share: shares[p.id.index()],

@@ -48,7 +48,8 @@ pub fn encode_cursor(u: &User) -> String {
 }
 
 fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, String), ApiError> {
-    let invalid = || ApiError::bad_request("INVALID_CURSOR", "cursor is not one this server issued");
+    let invalid =
+        || ApiError::bad_request("INVALID_CURSOR", "cursor is malformed; pass back the X-Next-Cursor value unchanged");
     let (micros, id) = s.split_once('.').ok_or_else(invalid)?;
     let ts = micros.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
     if !is_valid_id(id) {
