@@ -7,6 +7,8 @@ CARGO ?= cargo
 SHARD ?= 0
 PORT ?= 8080
 WORKERS ?=
+BENCH_PORT ?= 18080
+ACCESS_LOG ?= true
 CLUSTER := scripts/cluster.sh
 ADMIN := $(CARGO) run -q -p shardgate --
 BIN_RELEASE := target/release/shardgate
@@ -129,4 +131,12 @@ loadtest: ## k6 users CRUD mix: 100 VUs, 60 s
 	@PROFILE=load loadtest/k6.sh loadtest/k6/users-crud.js
 
 bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
-	@loadtest/bench.sh
+	@$(CARGO) build -q --release -p shardgate --example hello
+	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
+	@mkdir -p $(LOGDIR)
+	@if curl -sf -m 1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null; then \
+	  echo "port $(BENCH_PORT) is busy; set BENCH_PORT"; exit 1; fi
+	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
+	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
+	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
+	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/bench.sh

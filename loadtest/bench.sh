@@ -28,7 +28,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 2
 
 DURATION="${DURATION:-10s}"
 BASE="${BASE:-http://127.0.0.1:8080}"; BASE="${BASE%/}"
@@ -59,7 +59,8 @@ to_secs() { # 10s | 10 | 2m -> seconds
   elif [[ "$v" =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60))
   else return 1; fi
 }
-SECS="$(to_secs "$DURATION")" && ((SECS > 0 && SECS <= 3600)) || die "DURATION=$DURATION: use 1s..60m"
+SECS="$(to_secs "$DURATION")" || die "DURATION=$DURATION: use e.g. 10s or 2m"
+((SECS > 0 && SECS <= 3600)) || die "DURATION=$DURATION: use 1s..60m"
 WARM_SECS="$(to_secs "$WARMUP")" || die "WARMUP=$WARMUP: use e.g. 1s or 0"
 # pgbench ids are RUN * 10^8 + (client + 1) * 10^6 + seq, seeds RUN * 10^8 + n: keep the blocks apart.
 ((PG_ROWS >= 1 && PG_ROWS < 1000000)) || die "PG_ROWS=$PG_ROWS: use 1..999999"
@@ -70,8 +71,9 @@ if ! command -v wrk >/dev/null; then
   echo "bench.sh: installing wrk (apt-get)" >&2
   { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null || die "could not install wrk"
 fi
-command -v pgbench >/dev/null && command -v psql >/dev/null || die "pgbench and psql are needed (postgresql-client)"
-command -v curl >/dev/null && command -v python3 >/dev/null || die "curl and python3 are needed"
+for tool in pgbench psql curl python3; do
+  command -v "$tool" >/dev/null || die "$tool is needed (pgbench and psql: postgresql-client)"
+done
 
 RESULTS="$ROOT/loadtest/results"
 mkdir -p "$RESULTS"
@@ -88,6 +90,7 @@ API_USED=0
 
 psqlq() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
+# shellcheck disable=SC2329 # called by the EXIT trap
 cleanup() {
   [[ -n "$HELLO_PID" ]] && kill "$HELLO_PID" 2>/dev/null && wait "$HELLO_PID" 2>/dev/null
   if [[ "${KEEP:-0}" != 1 ]]; then
@@ -200,6 +203,7 @@ print(len(ids))
 PY
 }
 
+# shellcheck disable=SC2329 # called from cleanup
 api_delete() {
   python3 - "$BASE" "$1" <<'PY'
 import http.client, sys, urllib.parse
@@ -323,7 +327,7 @@ if [[ -x "$HELLO_BIN" ]]; then
   HELLO_PID=$!
   for _ in $(seq 50); do curl -sf -m 1 "http://127.0.0.1:$HELLO_PORT/" >/dev/null && break; sleep 0.1; done
   echo "bench.sh: wrk hello-world on :$HELLO_PORT (${SECS}s)" >&2
-  if read -r HELLO_RPS HELLO_P99 HELLO_ERR < <(run_wrk hello "http://127.0.0.1:$HELLO_PORT/"); then
+  if read -r HELLO_RPS HELLO_P99 _ < <(run_wrk hello "http://127.0.0.1:$HELLO_PORT/"); then
     info_row "hello-world req/s (hyper example)" "$(fmt "$HELLO_RPS")"
     info_row "hello-world p99" "$HELLO_P99 ms"
   else HELLO_RPS=""; skip_row "hello-world req/s" "ceiling" "wrk failed, see log"; fi
@@ -371,7 +375,7 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
 
   # RSS of the shardgate serving BASE (its supervisor and every worker), after the load.
   found=0
-  while read -r pid ppid rss role; do
+  while read -r pid _ rss role; do
     [[ -n "$pid" ]] || continue
     found=1
     mib="$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1024))' "$rss")"
