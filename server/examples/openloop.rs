@@ -47,8 +47,9 @@ const SENTINEL: &str = "ZqOpenLoopIdZq";
     about = "Open-model (constant arrival rate) HTTP/1.1 load test over many keep-alive connections"
 )]
 struct Args {
-    /// Target, e.g. http://127.0.0.1:8080/api/v1/users/bench10k-{n}; `{n}` becomes a random
-    /// id in 0..--ids, zero-padded to --pad digits. Loopback hosts only.
+    /// Target URL, loopback hosts only (127.0.0.1, localhost, [::1]). Each placeholder "n" in
+    /// curly braces becomes a random id in 0..--ids, zero-padded to --pad digits.
+    // (clap turns a literal brace-n-brace in help text into a line break, hence the wording.)
     #[arg(long)]
     url: String,
     /// Keep-alive connections to open (and keep) before measuring.
@@ -63,10 +64,10 @@ struct Args {
     /// Warm-up seconds: sent at the same rate, not recorded.
     #[arg(long, default_value_t = 5.0)]
     warmup: f64,
-    /// `{n}` is drawn uniformly from 0..ids.
+    /// The placeholder's ids are drawn uniformly from 0..ids.
     #[arg(long, default_value_t = 1000)]
     ids: u64,
-    /// `{n}` is zero-padded to this many digits.
+    /// The placeholder's ids are zero-padded to this many digits.
     #[arg(long, default_value_t = 3)]
     pad: usize,
     /// Also print one JSON line with the summary.

@@ -47,7 +47,9 @@ pub struct Config {
     /// Whole-request deadline; past it the client gets 504 `REQUEST_TIMEOUT`.
     /// Env `REQUEST_TIMEOUT_MS`.
     pub request_timeout_ms: u64,
-    /// A client must finish sending request headers within this. Env `HEADER_READ_TIMEOUT_MS`.
+    /// A client must finish sending request headers within this. In hyper 1.x the timer
+    /// also runs while a keep-alive connection waits idle for its next request, so this is
+    /// the idle keep-alive timeout too. Env `HEADER_READ_TIMEOUT_MS`.
     pub header_read_timeout_ms: u64,
     /// Largest accepted request body; larger gets 413. Env `MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
@@ -80,7 +82,7 @@ impl Default for Config {
             health_timeout_ms: pools.health_timeout.as_millis() as u64,
             max_replica_lag_ms: pools.max_replica_lag.as_millis() as u64,
             request_timeout_ms: 10_000,
-            header_read_timeout_ms: 5_000,
+            header_read_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             max_connections: 20_000,
