@@ -18,7 +18,7 @@ LOGDIR := .cluster/logs
 .PHONY: help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest bench bench-ring
+        loadtest-smoke loadtest bench bench-10k bench-ring
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -140,3 +140,11 @@ bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare 
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
 	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/bench.sh
+
+bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 req/s (open model), p99 target < 10 ms
+	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
+	@mkdir -p $(LOGDIR)
+	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
+	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
+	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
+	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/headline.sh
