@@ -305,6 +305,25 @@ if psqlq -c "SELECT 1 FROM users LIMIT 1" >/dev/null 2>>"$LOG"; then
     info_row "pgbench insert.sql tps (:$PGPORT)" "$(fmt "$INS_TPS")"
     info_row "pgbench insert.sql p99" "$INS_P99 ms"
   else INS_TPS=""; skip_row "pgbench insert.sql tps (:$PGPORT)" "ceiling" "pgbench failed, see log"; fi
+  # The sharded write ceiling: the same insert.sql on all five PgBouncers at once, the
+  # clients split evenly (CONNS/5 each), tps summed. Every commit is a WAL flush on its own
+  # primary, and all five primaries share this machine's one disk, so this is what the
+  # sharded write path can reach here; the one-PgBouncer figure above is the issue's ceiling.
+  echo "bench.sh: pgbench insert.sql on 5 PgBouncers at once (${SECS}s)" >&2
+  INS5_TPS=0
+  for i in 0 1 2 3 4; do
+    pgbench -n -M extended -h "$PGHOST" -p $((6430 + i)) -c $((CONNS / 5)) -j 1 -T "$SECS" \
+      -D base=$((RUN * 10 + i + 1)) -D seq=0 -f loadtest/pgbench/insert.sql "$PGDATABASE" >"$TMP/pgb5-$i.out" 2>&1 &
+  done
+  wait
+  for i in 0 1 2 3 4; do
+    t="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$TMP/pgb5-$i.out" | tail -1)"
+    INS5_TPS="$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2] or 0))' "$INS5_TPS" "$t")"
+    # Those rows sit on shard i whatever the ring says: remove them now.
+    psql -X -q -h "$PGHOST" -p $((5440 + i)) -U postgres -d "$PGDATABASE" \
+      -c "DELETE FROM users WHERE id LIKE '$((RUN * 10 + i + 1))________'" >>"$LOG" 2>&1 || true
+  done
+  info_row "pgbench insert.sql tps, 5 PgBouncers" "$(fmt "$INS5_TPS")"
 else
   skip_row "pgbench select/insert (:$PGPORT)" "ceiling" "no users table via $PGHOST:$PGPORT; scripts/cluster.sh up"
 fi
@@ -366,6 +385,9 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
 
   echo "bench.sh: wrk POST /api/v1/users/ (${SECS}s)" >&2
   if read -r P_RPS P_P99 P_ERR < <(run_wrk post "$BASE/api/v1/users/" loadtest/wrk/post.lua "$API_PREFIX"); then
+    if [[ -n "${INS5_TPS:-}" && "$INS5_TPS" != 0 ]]; then
+      ratio_row "shardgate POST req/s vs 5-shard ceiling" "$P_RPS" "$INS5_TPS" "pgbench insert x5 PgBouncers"
+    fi
     if [[ -n "$INS_TPS" ]]; then ratio_row "shardgate POST /api/v1/users/ req/s" "$P_RPS" "$INS_TPS" "pgbench insert"
     else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
     p99_row "shardgate POST /api/v1/users/ p99" "$P_P99"

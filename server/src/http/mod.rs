@@ -67,13 +67,50 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
     }
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
-    metrics::counter!("http_requests_total", "route" => route, "method" => method.as_str().to_owned(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => method.as_str().to_owned())
-        .record(elapsed.as_secs_f64());
+    let m = method_label(&method);
+    metrics::counter!("http_requests_total", "route" => route, "method" => m, "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => m).record(elapsed.as_secs_f64());
     if state.cfg.access_log {
         tracing::info!(target: "access", request_id = %rid_str, method = %method, route, status, micros = elapsed.as_micros() as u64);
     }
     Ok(resp)
+}
+
+/// Label values as `&'static str`, so recording a metric allocates nothing.
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_label(s: u16) -> &'static str {
+    match s {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        500 => "500",
+        503 => "503",
+        504 => "504",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 async fn dispatch(
