@@ -96,3 +96,14 @@ fn serve_refuses_a_port_held_by_another_program() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&port.to_string()));
 }
+
+#[tokio::test]
+async fn serve_refuses_a_second_shardgate_on_the_same_port() {
+    // SO_REUSEPORT would let both bind; the per-port lock must refuse the second.
+    let app = common::TestApp::start(1).await;
+    let out = shardgate(&["serve", "--listen", &format!("127.0.0.1:{}", app.port), "--workers", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already serving port"), "{err}");
+    assert!(err.contains(&app.pid().to_string()), "names the running pid: {err}");
+}

@@ -16,6 +16,27 @@ pub const ENV_RESTARTS: &str = "SHARDGATE_WORKER_RESTARTS";
 
 use crate::config::Config;
 
+/// Takes `<tmp>/shardgate-<port>.lock` (flock, released when the process exits, even on
+/// a crash) and writes our pid into it.
+fn port_lock(port: u16) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let path = std::env::temp_dir().join(format!("shardgate-{port}.lock"));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)?;
+            lock.rewind()?;
+            write!(lock, "{}", std::process::id())?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            anyhow::bail!("another shardgate (pid {}) is already serving port {port} ({})", pid.trim(), path.display())
+        }
+    }
+}
+
 /// `shardgate serve`: decides whether this process is the supervisor or a worker.
 ///
 /// # Errors
@@ -37,6 +58,9 @@ pub fn start(cfg: Config) -> anyhow::Result<()> {
         .build()?
         .block_on(pgbouncer_check::check(&topo))
         .map_err(anyhow::Error::msg)?;
+    // SO_REUSEPORT would let a second shardgate on the same port silently split the
+    // traffic with the first (`make dev` twice): one lock file per port refuses that.
+    let _lock = port_lock(cfg.listen.port())?;
     // Fail early and clearly when another program holds the port.
     drop(listener::bind_reuseport_std(cfg.listen).map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", cfg.listen))?);
     if cfg.effective_workers() == 1 {
