@@ -44,9 +44,26 @@ pub struct Config {
     pub health_timeout_ms: u64,
     /// A replica further behind than this is skipped for reads. Env `MAX_REPLICA_LAG_MS`.
     pub max_replica_lag_ms: u64,
-    /// Whole-request deadline; past it the client gets 504 `REQUEST_TIMEOUT`.
-    /// Env `REQUEST_TIMEOUT_MS`.
+    /// Deadline of a user lookup (`GET /v1/users`, `GET /api/v1/users/:id`), cache and
+    /// database included, as in seed 001. Env `REQUEST_TIMEOUT_MS`.
     pub request_timeout_ms: u64,
+    /// Deadline of every other request (writes, lists, stats); past it the client gets
+    /// 504 `REQUEST_TIMEOUT`. Env `LONG_REQUEST_TIMEOUT_MS`.
+    pub long_request_timeout_ms: u64,
+    /// Cached user records expire after this many seconds; 0 = never. Env `CACHE_TTL_SECONDS`.
+    pub cache_ttl_seconds: u64,
+    /// "Not found" is cached this long so floods of missing ids do not reach Postgres.
+    /// Env `NEGATIVE_CACHE_TTL_SECONDS`.
+    pub negative_cache_ttl_seconds: u64,
+    /// Prefix of every Redis key the service writes. Env `REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
+    /// One cache round trip may take this long before the lookup goes to Postgres
+    /// instead (Redis slow or down never fails a read). Env `CACHE_REDIS_TIMEOUT_MS`.
+    pub cache_redis_timeout_ms: u64,
+    /// For this long after a write, a cache miss for that user reads the primary (not the
+    /// replica), so a lagging replica can never put the old row back into the cache.
+    /// Env `CACHE_RECENT_WRITE_MS`.
+    pub cache_recent_write_ms: u64,
     /// A client must finish sending request headers within this. In hyper 1.x the timer
     /// also runs while a keep-alive connection waits idle for its next request, so this is
     /// the idle keep-alive timeout too. Env `HEADER_READ_TIMEOUT_MS`.
@@ -81,7 +98,13 @@ impl Default for Config {
             health_interval_ms: pools.health_interval.as_millis() as u64,
             health_timeout_ms: pools.health_timeout.as_millis() as u64,
             max_replica_lag_ms: pools.max_replica_lag.as_millis() as u64,
-            request_timeout_ms: 10_000,
+            request_timeout_ms: 300,
+            long_request_timeout_ms: 10_000,
+            cache_ttl_seconds: 3600,
+            negative_cache_ttl_seconds: 30,
+            redis_key_prefix: "sg:".into(),
+            cache_redis_timeout_ms: 50,
+            cache_recent_write_ms: 5_000,
             header_read_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
@@ -166,6 +189,14 @@ impl Config {
                 "HEALTH_TIMEOUT_MS" => self.health_timeout_ms = parse("HEALTH_TIMEOUT_MS", v)?,
                 "MAX_REPLICA_LAG_MS" => self.max_replica_lag_ms = parse("MAX_REPLICA_LAG_MS", v)?,
                 "REQUEST_TIMEOUT_MS" => self.request_timeout_ms = parse("REQUEST_TIMEOUT_MS", v)?,
+                "LONG_REQUEST_TIMEOUT_MS" => self.long_request_timeout_ms = parse("LONG_REQUEST_TIMEOUT_MS", v)?,
+                "CACHE_TTL_SECONDS" => self.cache_ttl_seconds = parse("CACHE_TTL_SECONDS", v)?,
+                "NEGATIVE_CACHE_TTL_SECONDS" => {
+                    self.negative_cache_ttl_seconds = parse("NEGATIVE_CACHE_TTL_SECONDS", v)?
+                }
+                "REDIS_KEY_PREFIX" => self.redis_key_prefix = v.clone(),
+                "CACHE_REDIS_TIMEOUT_MS" => self.cache_redis_timeout_ms = parse("CACHE_REDIS_TIMEOUT_MS", v)?,
+                "CACHE_RECENT_WRITE_MS" => self.cache_recent_write_ms = parse("CACHE_RECENT_WRITE_MS", v)?,
                 "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,
                 "SHUTDOWN_GRACE_MS" => self.shutdown_grace_ms = parse("SHUTDOWN_GRACE_MS", v)?,
@@ -196,6 +227,18 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
+        }
+        if self.long_request_timeout_ms < self.request_timeout_ms {
+            return bad("long_request_timeout_ms", "must be at least request_timeout_ms");
+        }
+        if self.cache_redis_timeout_ms == 0 || self.cache_redis_timeout_ms >= self.request_timeout_ms {
+            return bad("cache_redis_timeout_ms", "must be at least 1 and below request_timeout_ms");
+        }
+        if self.negative_cache_ttl_seconds == 0 {
+            return bad("negative_cache_ttl_seconds", "must be at least 1");
+        }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.len() > 64 {
+            return bad("redis_key_prefix", "must be 1 to 64 characters");
         }
         for (field, v) in [
             ("health_interval_ms", self.health_interval_ms),
@@ -284,6 +327,7 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(&file, "workers = 3\nrequest_timeout_ms = 700\n").unwrap();
         let cfg = Config::load_from(Some(&file), env(&[("WORKERS", "5"), ("PORT", "9999")])).unwrap();
+        assert_eq!(cfg.long_request_timeout_ms, 10_000);
         assert_eq!(cfg.workers, 5, "env beats file");
         assert_eq!(cfg.request_timeout_ms, 700, "file beats default");
         assert_eq!(cfg.listen.port(), 9999);

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod observability;
+pub mod openapi;
 pub mod redis;
 pub mod serve;
 pub mod state;

@@ -10,6 +10,7 @@ use database::{HealthMonitor, ShardPools};
 use sharding::{Ring, Topology};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::UserCache;
 use crate::config::Config;
 use crate::observability::Metrics;
 use crate::redis::RedisHandle;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub health: HealthMonitor,
     pub redis: RedisHandle,
     pub metrics: Metrics,
+    pub cache: Arc<UserCache>,
     pub query_timeout: Duration,
     /// Set when shutdown begins: HTTP/1 responses then say `Connection: close`.
     pub draining: AtomicBool,
@@ -50,6 +52,7 @@ impl AppState {
             health,
             redis,
             metrics,
+            cache: Arc::new(UserCache::new(&cfg)),
             cfg,
             draining: AtomicBool::new(false),
         }))

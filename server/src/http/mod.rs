@@ -52,10 +52,10 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
         Ok(m) => {
             let (handler, pattern) = (m.handler, m.pattern);
             let param = m.param.map(str::to_owned);
-            let deadline = Duration::from_millis(state.cfg.request_timeout_ms);
+            let deadline = Duration::from_millis(state.cfg.long_request_timeout_ms);
             let out = match tokio::time::timeout(deadline, dispatch(&state, handler, req, param)).await {
                 Ok(r) => r,
-                Err(_) => Err(ApiError::Timeout(state.cfg.request_timeout_ms)),
+                Err(_) => Err(ApiError::Timeout(state.cfg.long_request_timeout_ms)),
             };
             (out.unwrap_or_else(|e| e.into_response(&rid_str)), pattern)
         }
@@ -130,5 +130,8 @@ async fn dispatch(
         Handler::GetUser => users::get(state, req, param.as_deref().unwrap_or_default()).await,
         Handler::UpdateUser => users::update(state, req, param.as_deref().unwrap_or_default()).await,
         Handler::DeleteUser => users::delete(state, param.as_deref().unwrap_or_default()).await,
+        Handler::CacheLookup => Ok(crate::cache::seed::v1_users(state, req).await),
+        Handler::OpenApi => Ok(crate::openapi::document()),
+        Handler::Swagger => crate::openapi::swagger(param.as_deref()),
     }
 }

@@ -19,9 +19,13 @@ pub enum Handler {
     GetUser,
     UpdateUser,
     DeleteUser,
+    CacheLookup,
+    OpenApi,
+    Swagger,
 }
 
-/// (method, pattern, handler). `:id` captures one path segment.
+/// (method, pattern, handler). `:id` captures one path segment; a final `*` captures
+/// the rest of the path (the Swagger UI's assets).
 pub static ROUTES: &[(Method, &str, Handler)] = &[
     (Method::GET, "/health", Handler::Health),
     (Method::GET, "/healthz", Handler::Health),
@@ -34,6 +38,10 @@ pub static ROUTES: &[(Method, &str, Handler)] = &[
     (Method::PUT, "/api/v1/users/:id", Handler::UpdateUser),
     (Method::PATCH, "/api/v1/users/:id", Handler::UpdateUser),
     (Method::DELETE, "/api/v1/users/:id", Handler::DeleteUser),
+    (Method::GET, "/v1/users", Handler::CacheLookup),
+    (Method::GET, "/openapi.json", Handler::OpenApi),
+    (Method::GET, "/swagger/*", Handler::Swagger),
+    (Method::GET, "/swagger", Handler::Swagger),
 ];
 
 /// A matched route: the handler, its pattern (the metrics label) and the `:id` segment.
@@ -45,6 +53,9 @@ pub struct Match<'p> {
 }
 
 fn matches<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
+    if let Some(prefix) = pattern.strip_suffix("/*") {
+        return path.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('/')).map(Some);
+    }
     let mut param = None;
     let mut pat = pattern.split('/');
     let mut segs = path.split('/');
@@ -70,10 +81,13 @@ fn matches<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
 pub fn find<'p>(method: &Method, path: &'p str) -> Result<Match<'p>, ApiError> {
     // HEAD is GET without a body; hyper drops the body of a HEAD response.
     let method = if method == Method::HEAD { &Method::GET } else { method };
+    let raw = path;
     let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
     let mut allow: Vec<&str> = Vec::new();
     for (m, pattern, handler) in ROUTES {
-        if let Some(param) = matches(pattern, path) {
+        // Wildcards see the path as sent: "/swagger/" is the UI's index, "/swagger" is not.
+        let subject = if pattern.ends_with("/*") { raw } else { path };
+        if let Some(param) = matches(pattern, subject) {
             if m == method {
                 return Ok(Match { handler: *handler, pattern, param });
             }
@@ -99,6 +113,10 @@ mod tests {
         let m = find(&Method::GET, "/api/v1/users/abc").unwrap();
         assert_eq!((m.handler, m.param), (Handler::GetUser, Some("abc")));
         assert_eq!(find(&Method::PATCH, "/api/v1/users/abc/").unwrap().param, Some("abc"));
+        let m = find(&Method::GET, "/swagger/swagger-ui.css").unwrap();
+        assert_eq!((m.handler, m.param), (Handler::Swagger, Some("swagger-ui.css")));
+        assert_eq!(find(&Method::GET, "/swagger").unwrap().param, None);
+        assert_eq!(find(&Method::GET, "/swagger/").unwrap().param, Some(""));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The sharded users API (seed 003 compatible, DESIGN.md section 4):
 //!
 //! - `POST   /api/v1/users/`      create on the owner shard's primary -> 201 / 409
-//! - `GET    /api/v1/users/:id`   replica first; primary when the replica misses, lags or
-//!   fails (read-your-own-create); `?consistency=strong` reads the primary
+//! - `GET    /api/v1/users/:id`   through the read-through cache (`cache`); on a miss the
+//!   replica, or the primary when the replica misses, lags or fails (read-your-own-create);
+//!   `?consistency=strong` reads the primary and skips the cache
+//! - every write invalidates the user's cache entry after its commit, before answering
 //! - `PUT|PATCH /api/v1/users/:id` partial update on the primary, new row back
 //! - `DELETE /api/v1/users/:id`   204 / 404, primary only
 //! - `GET    /api/v1/users/`      newest first across all shards ([`list`])
@@ -14,14 +16,15 @@ mod list;
 pub mod model;
 mod repo;
 
-use http::{Request, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use sharding::ShardId;
 
 use crate::db::{self, DbFail, Target};
 use crate::http::body::{query_pairs, read_json};
 use crate::http::error::ApiError;
-use crate::http::response::{json_response, Resp};
+use crate::cache::{Cold, Found};
+use crate::http::response::{bytes_response, json_response, Resp};
 use crate::state::{AppState, State};
 use model::{CreateBody, NewUser, PatchBody, User, UserId, UserPatch};
 
@@ -41,7 +44,11 @@ pub async fn create(state: &State, req: Request<Incoming>) -> Result<Resp, ApiEr
     let shard = shard_of(state, &user.id);
     let pool = &state.pools.get(shard).primary;
     match db::run(state, shard, Target::Primary, repo::insert(pool, &user)).await {
-        Ok(created) => Ok(json_response(StatusCode::CREATED, &created)),
+        Ok(created) => {
+            // Committed: clear a cached "not found" for this id before answering.
+            state.cache.invalidate(&state.redis, user.id.as_str()).await;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
         Err(DbFail::Sql(_, sqlx::Error::Database(e))) if e.is_unique_violation() => Err(ApiError::Conflict {
             code: "USER_EXISTS",
             message: format!("user {} already exists", user.id.as_str()).into(),
@@ -82,10 +89,24 @@ pub async fn get(state: &State, req: Request<Incoming>, id: &str) -> Result<Resp
             };
         }
     }
-    match read_user(state, &id, strong).await? {
-        Some(u) => Ok(json_response(StatusCode::OK, &u)),
-        None => Err(user_not_found(&id)),
+    let deadline = std::time::Duration::from_millis(state.cfg.request_timeout_ms);
+    let timeout = || ApiError::Timeout(state.cfg.request_timeout_ms);
+    if strong {
+        // The primary, bypassing the cache: the caller asked for the latest committed row.
+        return match tokio::time::timeout(deadline, read_user(state, &id, true)).await.map_err(|_| timeout())?? {
+            Some(u) => Ok(json_response(StatusCode::OK, &u)),
+            None => Err(user_not_found(&id)),
+        };
     }
+    // Through the read-through cache: a hit is the cached JSON itself, sent as is.
+    let (body, hit) = match tokio::time::timeout(deadline, crate::cache::lookup(state, &id)).await.map_err(|_| timeout())?? {
+        Found::Hit(b) => (b, true),
+        Found::Cold(Cold::Found(b)) => (b, false),
+        Found::NegativeHit | Found::Cold(Cold::NotFound) => return Err(user_not_found(&id)),
+    };
+    let mut resp = bytes_response(StatusCode::OK, HeaderValue::from_static("application/json"), body);
+    resp.headers_mut().insert("x-cache", HeaderValue::from_static(if hit { "hit" } else { "miss" }));
+    Ok(resp)
 }
 
 pub async fn update(state: &State, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
@@ -95,7 +116,10 @@ pub async fn update(state: &State, req: Request<Incoming>, id: &str) -> Result<R
     let shard = shard_of(state, &id);
     let pool = &state.pools.get(shard).primary;
     match db::run(state, shard, Target::Primary, repo::update(pool, id.as_str(), &patch)).await? {
-        Some(u) => Ok(json_response(StatusCode::OK, &u)),
+        Some(u) => {
+            state.cache.invalidate(&state.redis, id.as_str()).await;
+            Ok(json_response(StatusCode::OK, &u))
+        }
         None => Err(user_not_found(&id)),
     }
 }
@@ -105,6 +129,7 @@ pub async fn delete(state: &State, id: &str) -> Result<Resp, ApiError> {
     let shard = shard_of(state, &id);
     let pool = &state.pools.get(shard).primary;
     if db::run(state, shard, Target::Primary, repo::delete(pool, id.as_str())).await? {
+        state.cache.invalidate(&state.redis, id.as_str()).await;
         Ok(crate::http::response::empty(StatusCode::NO_CONTENT))
     } else {
         Err(user_not_found(&id))
