@@ -65,9 +65,10 @@ MISS_SECS="$(to_secs "$MISS_DURATION")" || die "MISS_DURATION=$MISS_DURATION: us
 [[ "$NEG_TTL" =~ ^[0-9]+$ ]] || die "NEG_TTL=$NEG_TTL: seconds"
 # The flood must fit in one negative-cache TTL for "<= MAX_LOOKUPS" to be the target.
 ((MISS_SECS > 0 && MISS_SECS < NEG_TTL)) || die "MISS_DURATION=$MISS_DURATION: use 1s..$((NEG_TTL - 1))s (under NEG_TTL=$NEG_TTL)"
-[[ "$USERS" =~ ^[0-9]+$ ]] && ((USERS >= 1 && USERS <= 99999)) || die "USERS=$USERS: use 1..99999"
-[[ "$CONNS" =~ ^[0-9]+$ ]] && ((CONNS >= 1 && CONNS <= 1000)) || die "CONNS=$CONNS: use 1..1000"
-[[ "$THREADS" =~ ^[0-9]+$ ]] && ((THREADS >= 1 && THREADS <= CONNS)) || die "THREADS=$THREADS: use 1..CONNS"
+int_in() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); } # int_in <value> <min> <max>
+int_in "$USERS" 1 99999 || die "USERS=$USERS: use 1..99999"
+int_in "$CONNS" 1 1000 || die "CONNS=$CONNS: use 1..1000"
+int_in "$THREADS" 1 "$CONNS" || die "THREADS=$THREADS: use 1..CONNS ($CONNS)"
 [[ "$VERIFY" =~ ^[0-9]+$ ]] || die "VERIFY=$VERIFY: a count"
 [[ "$MAX_LOOKUPS" =~ ^[0-9]+$ ]] || die "MAX_LOOKUPS=$MAX_LOOKUPS: a count"
 
@@ -97,7 +98,7 @@ IDS="$TMP/ids.txt"
 : >"$LOG"
 : >"$IDS"
 
-# shellcheck disable=SC2329 # called by the EXIT trap
+# shellcheck disable=SC2317,SC2329 # called by the EXIT trap
 cleanup() {
   if [[ "${KEEP:-0}" != 1 && -s "$IDS" ]]; then
     echo "bench-cache.sh: deleting the $(wc -l <"$IDS") users $PREFIX-* through the API" >&2
@@ -169,7 +170,7 @@ print(len(ids), warmed, hits)
 PY
 }
 
-# shellcheck disable=SC2329 # called from cleanup
+# shellcheck disable=SC2317,SC2329 # called from cleanup
 api_delete() {
   python3 - "$BASE" "$1" <<'PY'
 import http.client, sys, urllib.parse

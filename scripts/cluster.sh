@@ -22,9 +22,12 @@ DB_NAME="${SHARDGATE_DB_NAME:-shardgate}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 HOST=127.0.0.1
 
-primary_port() { echo $((5440 + $1)); }
-replica_port() { echo $((5450 + $1)); }
-pooler_port()  { echo $((6430 + $1)); }
+PRIMARY_PORT_BASE="${PRIMARY_PORT_BASE:-5440}"
+REPLICA_PORT_BASE="${REPLICA_PORT_BASE:-5450}"
+POOLER_PORT_BASE="${POOLER_PORT_BASE:-6430}"
+primary_port() { echo $((PRIMARY_PORT_BASE + $1)); }
+replica_port() { echo $((REPLICA_PORT_BASE + $1)); }
+pooler_port()  { echo $((POOLER_PORT_BASE + $1)); }
 
 log() { printf '%s\n' "$*" >&2; }
 die() { printf 'cluster: %s\n' "$*" >&2; exit 1; }
@@ -221,9 +224,35 @@ replica_streaming() { [ "$(sql "$(replica_port "$1")" postgres 'select status fr
 
 # ---------------------------------------------------------------- commands
 
+# Another checkout's shardgate cluster (CI clones the repository next to a developer's
+# running cluster) is the same topology on the same ports: reuse it rather than refuse.
+# It is recognised by its data directory layout (.../shard-<i>/primary), and it must be
+# whole: replica streaming and PgBouncer answering.
+foreign_shard() { # i -> 0 if the primary port is served by another shardgate cluster's shard i
+  local i="$1" p dir
+  p="$(primary_port "$i")"
+  pg_up "$p" || return 1
+  dir="$(sql "$p" postgres 'show data_directory' || true)"
+  [ "$dir" != "$DATA/shard-$i/primary" ] && [[ "$dir" == */shard-"$i"/primary ]]
+}
+
+reuse_shard() {
+  local i="$1" dir
+  dir="$(sql "$(primary_port "$i")" postgres 'show data_directory')"
+  log "shard-$i: reusing the shardgate cluster already running from ${dir%/shard-*}"
+  ensure_database "$(primary_port "$i")"
+  wait_for 30 "shard-$i primary to accept writes" primary_writable "$i"
+  wait_for 30 "shard-$i replica (of the running cluster) to stream" replica_streaming "$i"
+  wait_for 10 "pgbouncer-$i (of the running cluster)" pooler_up "$i"
+}
+
 shard_up() { # one shard, all the way; run in parallel per shard
   local i="$1" p r
   p="$(primary_port "$i")"; r="$(replica_port "$i")"
+  if [ ! -f "$DATA/shard-$i/primary/PG_VERSION" ] && foreign_shard "$i"; then
+    reuse_shard "$i"
+    return
+  fi
   init_primary "$i"
   start_pg "$DATA/shard-$i/primary" "$p" "shard-$i-primary"
   ensure_database "$p"
