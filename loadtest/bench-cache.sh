@@ -24,10 +24,11 @@
 # Env: DURATION (10s; s or m suffix), BASE (http://127.0.0.1:8080), USERS (1000), CONNS (128),
 # THREADS (2), WARMUP (1s of wrk before each measured run; 0 = none), MISS_DURATION (5s),
 # NEG_TTL (30, seconds), MAX_LOOKUPS (1), VERIFY (5 reads in step 4), MIN_RATIO (0.60),
-# P99_MS (5), KEEP=1 keeps the users, STRICT=1 exits 1 when any line is MISS.
-# Output: the table on stdout and in loadtest/results/bench-cache-<timestamp>.txt, the raw
-# wrk output in loadtest/results/bench-cache-<timestamp>.log. Exit 2 when it cannot run
-# (no server, no endpoint, bad settings).
+# P99_MS (5), RESULTS (loadtest/results), KEEP=1 keeps the users, STRICT=1 exits 1 when any
+# line is MISS.
+# Output: the table on stdout and in RESULTS/bench-cache-<timestamp>.txt; the raw wrk output
+# and any read that was not a cache hit in RESULTS/bench-cache-<timestamp>.log. Exit 2 when
+# it cannot run (no server, no endpoint yet, bad settings).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,7 +80,7 @@ if ! command -v wrk >/dev/null; then
 fi
 for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
-RESULTS="$ROOT/loadtest/results"
+RESULTS="${RESULTS:-$ROOT/loadtest/results}"
 mkdir -p "$RESULTS"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 OUT="$RESULTS/bench-cache-$STAMP.txt"
@@ -238,7 +239,8 @@ run_wrk_once() {
   { echo "=== wrk $label: ${pre[*]} -d${secs}s --latency $*"; cat "$out"; } >>"$LOG"
   python3 - "$out" <<'PY'
 import re, sys
-t = open(sys.argv[1]).read()
+try: t = open(sys.argv[1]).read()
+except OSError: sys.exit(1)  # TMP already gone: interrupted
 m = re.search(r'Requests/sec:\s+([0-9.]+)', t)
 if not m:
     sys.exit(1)

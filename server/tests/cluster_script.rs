@@ -21,18 +21,26 @@ fn status_reports_every_piece_of_the_running_cluster() {
 
 #[test]
 fn up_refuses_a_port_held_by_someone_else_and_names_it() {
-    // A second cluster in its own folder collides with the running one on port 5440: the
-    // script must stop and say which port, not adopt a server that is not its own.
+    // A one-shard cluster of its own (own folder, own ports) whose primary port is held by
+    // a plain TCP listener: the script must stop and say which port, not start around it.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("sg-cluster-{}", std::process::id()));
-    let out = Command::new(script())
-        .arg("up")
-        .env("CLUSTER_DIR", &dir)
-        .env("SHARDS", "1")
-        .output()
-        .expect("run cluster.sh up");
+    let run = |cmd: &str| {
+        Command::new(script())
+            .arg(cmd)
+            .env("CLUSTER_DIR", &dir)
+            .env("SHARDS", "1")
+            .env("PRIMARY_PORT_BASE", port.to_string())
+            .env("REPLICA_PORT_BASE", (port - 1).to_string())
+            .env("POOLER_PORT_BASE", (port - 2).to_string())
+            .output()
+            .expect("run cluster.sh")
+    };
+    let out = run("up");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must refuse: {err}");
-    assert!(err.contains("5440"), "names the port: {err}");
-    let _ = Command::new(script()).arg("clean").env("CLUSTER_DIR", &dir).env("SHARDS", "1").output();
+    assert!(err.contains(&format!("port {port}")), "names the port: {err}");
+    let _ = run("clean");
     let _ = std::fs::remove_dir_all(&dir);
 }

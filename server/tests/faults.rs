@@ -72,9 +72,16 @@ async fn a_down_primary_fails_fast_for_its_keys_only_and_recovers_by_itself() {
 #[tokio::test]
 async fn a_down_replica_costs_no_read() {
     let proxy = replica_proxy(2).await;
-    let app =
-        TestApp::start_with(2, &[("SHARDGATE_SHARD_2_REPLICA", proxy.addr()), ("HEALTH_INTERVAL_MS", "300".into())])
-            .await;
+    // No cache (Redis unreachable): every read goes to the database path under test.
+    let app = TestApp::start_with(
+        2,
+        &[
+            ("SHARDGATE_SHARD_2_REPLICA", proxy.addr()),
+            ("HEALTH_INTERVAL_MS", "300".into()),
+            ("REDIS_URL", format!("redis://127.0.0.1:{}/", common::free_port())),
+        ],
+    )
+    .await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         let id = id_on_shard("rd", 2);

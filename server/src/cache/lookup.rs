@@ -29,7 +29,8 @@ async fn hot(state: &State, id: &str) -> Result<Result<Found, String>, ()> {
     let cache = &state.cache;
     let mut cmd = redis::cmd("MGET");
     cmd.arg(cache.record_key(id)).arg(cache.marker_key(id));
-    match tokio::time::timeout(cache.redis_timeout, cmd.query_async::<(Option<Vec<u8>>, Option<String>)>(&mut conn)).await
+    match tokio::time::timeout(cache.redis_timeout, cmd.query_async::<(Option<Vec<u8>>, Option<String>)>(&mut conn))
+        .await
     {
         Ok(Ok((Some(v), _))) if v == NOT_FOUND => Ok(Ok(Found::NegativeHit)),
         Ok(Ok((Some(v), _))) => Ok(Ok(Found::Hit(Bytes::from(v)))),
@@ -96,7 +97,9 @@ async fn cold(state: &State, id: &UserId, marker: Option<String>) -> ColdResult 
     // Shortly after a write, the replica may not have it yet: read the primary.
     let strong = marker.as_deref().is_some_and(|m| state.cache.is_recent(m));
     let cold = match crate::users::read_user(state, id, strong).await {
-        Ok(Some(user)) => Cold::Found(Bytes::from(sonic_rs::to_vec(&user).map_err(|e| ColdError::Internal(e.to_string().into()))?)),
+        Ok(Some(user)) => {
+            Cold::Found(Bytes::from(sonic_rs::to_vec(&user).map_err(|e| ColdError::Internal(e.to_string().into()))?))
+        }
         Ok(None) => Cold::NotFound,
         Err(ApiError::ShardUnavailable { shard }) => return Err(ColdError::Unavailable(shard)),
         Err(e) => return Err(ColdError::Internal(e.to_string().into())),

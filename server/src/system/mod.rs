@@ -115,8 +115,31 @@ pub fn refresh_gauges(state: &State) {
 
 pub async fn metrics(state: &State) -> Resp {
     refresh_gauges(state);
-    let text = state.metrics.render_service().await;
+    let mut text = state.metrics.render_service().await;
+    append_cache_hit_ratio(&mut text);
     bytes_response(StatusCode::OK, HeaderValue::from_static("text/plain; version=0.0.4"), text.into())
+}
+
+/// The cache hit ratio of the whole service, from the merged counters (a per-worker
+/// ratio could not be summed): (hits + negative hits) / all cache lookups.
+fn append_cache_hit_ratio(text: &mut String) {
+    let (mut hits, mut all) = (0.0, 0.0);
+    for line in text.lines().filter(|l| l.starts_with("cache_requests_total{")) {
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        all += v;
+        if line.contains(r#"result="hit""#) || line.contains(r#"result="negative_hit""#) {
+            hits += v;
+        }
+    }
+    if all > 0.0 {
+        use std::fmt::Write;
+        let _ = write!(
+            text,
+            "# HELP cache_hit_ratio Share of cache lookups answered by Redis, all workers.\n\
+             # TYPE cache_hit_ratio gauge\ncache_hit_ratio {}\n",
+            hits / all
+        );
+    }
 }
 
 pub async fn shard_stats(state: &State) -> Result<Resp, ApiError> {

@@ -20,10 +20,10 @@ use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use sharding::ShardId;
 
+use crate::cache::{Cold, Found};
 use crate::db::{self, DbFail, Target};
 use crate::http::body::{query_pairs, read_json};
 use crate::http::error::ApiError;
-use crate::cache::{Cold, Found};
 use crate::http::response::{bytes_response, json_response, Resp};
 use crate::state::{AppState, State};
 use model::{CreateBody, NewUser, PatchBody, User, UserId, UserPatch};
@@ -99,11 +99,12 @@ pub async fn get(state: &State, req: Request<Incoming>, id: &str) -> Result<Resp
         };
     }
     // Through the read-through cache: a hit is the cached JSON itself, sent as is.
-    let (body, hit) = match tokio::time::timeout(deadline, crate::cache::lookup(state, &id)).await.map_err(|_| timeout())?? {
-        Found::Hit(b) => (b, true),
-        Found::Cold(Cold::Found(b)) => (b, false),
-        Found::NegativeHit | Found::Cold(Cold::NotFound) => return Err(user_not_found(&id)),
-    };
+    let (body, hit) =
+        match tokio::time::timeout(deadline, crate::cache::lookup(state, &id)).await.map_err(|_| timeout())?? {
+            Found::Hit(b) => (b, true),
+            Found::Cold(Cold::Found(b)) => (b, false),
+            Found::NegativeHit | Found::Cold(Cold::NotFound) => return Err(user_not_found(&id)),
+        };
     let mut resp = bytes_response(StatusCode::OK, HeaderValue::from_static("application/json"), body);
     resp.headers_mut().insert("x-cache", HeaderValue::from_static(if hit { "hit" } else { "miss" }));
     Ok(resp)
