@@ -18,7 +18,7 @@ LOGDIR := .cluster/logs
 .PHONY: help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest bench bench-10k bench-ring
+        loadtest-smoke loadtest loadtest-read bench bench-10k bench-cache bench-ring
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -130,6 +130,9 @@ loadtest-smoke: ## k6 users CRUD mix: 10 VUs, 30 s (server must be running: make
 loadtest: ## k6 users CRUD mix: 100 VUs, 60 s
 	@PROFILE=load loadtest/k6.sh loadtest/k6/users-crud.js
 
+loadtest-read: ## k6 read-through cache hot path: GET /v1/users, 128 VUs (seed 001's wrk -c128)
+	@loadtest/k6.sh loadtest/k6/cache-read.js
+
 bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
 	@$(CARGO) build -q --release -p shardgate --example hello
 	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
@@ -148,3 +151,11 @@ bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
 	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/headline.sh
+
+bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
+	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
+	@mkdir -p $(LOGDIR)
+	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
+	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
+	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
+	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/bench-cache.sh
