@@ -64,7 +64,7 @@ pub async fn lookup(state: &State, id: &UserId) -> Result<Found, ColdError> {
             None
         }
     };
-    singleflight(state, id, marker).await.map(Found::Cold)
+    singleflight(state, id, marker).await
 }
 
 /// One database lookup per id per process at a time. The lookup runs in its own task:
@@ -93,6 +93,21 @@ async fn singleflight(state: &State, id: &UserId, marker: Option<String>) -> Col
 }
 
 async fn cold(state: &State, id: &UserId, marker: Option<String>) -> ColdResult {
+    // Across worker processes: if another one is already filling this id, wait for its
+    // entry (polling the cache briefly) instead of asking Postgres a second time.
+    if marker.is_some() {
+        if let Some(mut conn) = state.redis.conn() {
+            if !state.cache.try_fill_lock(&mut conn, id.as_str()).await {
+                metrics::counter!("cache_fill_waits_total").increment(1);
+                for _ in 0..40 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    if let Ok(Ok(found)) = hot(state, id.as_str()).await {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+    }
     metrics::counter!("cache_db_lookups_total").increment(1);
     // Shortly after a write, the replica may not have it yet: read the primary.
     let strong = marker.as_deref().is_some_and(|m| state.cache.is_recent(m));
@@ -107,7 +122,7 @@ async fn cold(state: &State, id: &UserId, marker: Option<String>) -> ColdResult 
     if let (Some(marker), Some(mut conn)) = (marker, state.redis.conn()) {
         state.cache.store(&mut conn, id.as_str(), &marker, &cold).await;
     }
-    Ok(cold)
+    Ok(Found::Cold(cold))
 }
 
 impl From<ColdError> for ApiError {

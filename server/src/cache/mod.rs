@@ -54,7 +54,7 @@ pub enum ColdError {
     Internal(Arc<str>),
 }
 
-pub type ColdResult = Result<Cold, ColdError>;
+pub type ColdResult = Result<lookup::Found, ColdError>;
 type InFlight = Shared<BoxFuture<'static, ColdResult>>;
 
 #[derive(Debug)]
@@ -78,8 +78,9 @@ impl UserCache {
             recent_write_ms: cfg.cache_recent_write_ms,
             inflight: Mutex::new(HashMap::new()),
             store: redis::Script::new(
-                r"-- KEYS[1] record, KEYS[2] write marker; ARGV[1] marker seen ('' = none),
-                  -- ARGV[2] value, ARGV[3] ttl seconds (0 = no expiry)
+                r"-- KEYS[1] record, KEYS[2] write marker, KEYS[3] fill lock; ARGV[1] marker
+                  -- seen ('' = none), ARGV[2] value, ARGV[3] ttl seconds (0 = no expiry)
+                  redis.call('DEL', KEYS[3])
                   local cur = redis.call('GET', KEYS[2]) or ''
                   if cur ~= ARGV[1] then return 0 end
                   if tonumber(ARGV[3]) > 0 then
@@ -98,6 +99,22 @@ impl UserCache {
 
     pub fn marker_key(&self, id: &str) -> String {
         format!("{}user:{id}:w", self.prefix)
+    }
+
+    /// Held (SET NX PX) by the one process filling an id's entry, across all workers.
+    pub fn fill_key(&self, id: &str) -> String {
+        format!("{}user:{id}:fill", self.prefix)
+    }
+
+    /// Takes the cross-process fill lock for `id`. `false`: another worker is filling it.
+    async fn try_fill_lock(&self, conn: &mut ConnectionManager, id: &str) -> bool {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.fill_key(id)).arg(std::process::id()).arg("NX").arg("PX").arg(1000);
+        match tokio::time::timeout(self.redis_timeout, cmd.query_async::<Option<String>>(conn)).await {
+            Ok(Ok(v)) => v.is_some(),
+            // Cannot tell: fill it ourselves rather than wait.
+            _ => true,
+        }
     }
 
     /// The write marker's lifetime: it only has to outlive a lookup in flight (bounded
@@ -120,7 +137,7 @@ impl UserCache {
             Cold::NotFound => (NOT_FOUND, self.negative_ttl),
         };
         let mut inv = self.store.key(self.record_key(id));
-        inv.key(self.marker_key(id)).arg(marker_seen).arg(value).arg(ttl);
+        inv.key(self.marker_key(id)).key(self.fill_key(id)).arg(marker_seen).arg(value).arg(ttl);
         let outcome = match tokio::time::timeout(self.redis_timeout * 4, inv.invoke_async::<i64>(conn)).await {
             Ok(Ok(1)) => "stored",
             Ok(Ok(_)) => "skipped_after_write",
