@@ -15,6 +15,18 @@ BIN_RELEASE := target/release/shardgate
 LOGDIR := .cluster/logs
 
 .DEFAULT_GOAL := help
+
+# Runs $(1) with BASE pointing at a fresh release server on BENCH_PORT, stopped afterwards.
+define with_bench_server
+	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
+	@mkdir -p $(LOGDIR)
+	@if curl -sf -m 1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null; then \
+	  echo "port $(BENCH_PORT) is busy; set BENCH_PORT"; exit 1; fi
+	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
+	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
+	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
+	  BASE=http://127.0.0.1:$(BENCH_PORT) $(1)
+endef
 .PHONY: help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
@@ -135,27 +147,10 @@ loadtest-read: ## k6 read-through cache hot path: GET /v1/users, 128 VUs (seed 0
 
 bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
 	@$(CARGO) build -q --release -p shardgate --example hello
-	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
-	@mkdir -p $(LOGDIR)
-	@if curl -sf -m 1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null; then \
-	  echo "port $(BENCH_PORT) is busy; set BENCH_PORT"; exit 1; fi
-	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
-	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
-	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
-	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/bench.sh
+	$(call with_bench_server,loadtest/bench.sh)
 
 bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 req/s (open model), p99 target < 10 ms
-	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
-	@mkdir -p $(LOGDIR)
-	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
-	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
-	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
-	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/headline.sh
+	$(call with_bench_server,loadtest/headline.sh)
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
-	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
-	@mkdir -p $(LOGDIR)
-	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
-	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
-	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
-	  BASE=http://127.0.0.1:$(BENCH_PORT) loadtest/bench-cache.sh
+	$(call with_bench_server,loadtest/bench-cache.sh)

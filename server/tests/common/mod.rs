@@ -39,6 +39,13 @@ pub fn id_on_shard(prefix: &str, shard: u16) -> String {
     }
 }
 
+/// Status and JSON body (`Null` when the body is not JSON).
+async fn decode(r: reqwest::Response) -> (u16, sonic_rs::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, sonic_rs::from_str(&text).unwrap_or_default())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -109,24 +116,11 @@ impl TestApp {
     }
 
     pub async fn create(&self, body: &str) -> (u16, sonic_rs::Value) {
-        let r = self
-            .client
-            .post(self.url("/api/v1/users/"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, sonic_rs::from_str(&text).unwrap_or_default())
+        self.send_json(reqwest::Method::POST, "/api/v1/users/", body).await
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, sonic_rs::Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, sonic_rs::from_str(&text).unwrap_or_default())
+        decode(self.client.get(self.url(path)).send().await.unwrap()).await
     }
 
     pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, sonic_rs::Value) {
@@ -138,9 +132,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, sonic_rs::from_str(&text).unwrap_or_default())
+        decode(r).await
     }
 
     /// SIGTERM and wait for the exit; returns how long the exit took.
