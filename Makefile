@@ -27,7 +27,7 @@ define with_bench_server
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
 	  BASE=http://127.0.0.1:$(BENCH_PORT) $(1)
 endef
-.PHONY: help up down down-clean ps status stats logs logs-all shards db-shell \
+.PHONY: check-compose compose-up compose-down compose-ps compose-logs venv help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
         loadtest-smoke loadtest loadtest-read bench bench-10k bench-cache bench-ring
@@ -89,7 +89,16 @@ migrate-status: ## Applied migrations per shard
 	@$(ADMIN) migrate status
 
 ## ---- tests and quality ----
-test: ## Run every test against the real cluster (brings it up and migrates first)
+VENV := .venv
+venv: ## Project virtualenv (.venv) with the Python tools the checks and load tests use
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c "import yaml" 2>/dev/null || $(VENV)/bin/pip install -q pyyaml
+
+check-compose: venv ## Static checks of docker-compose.yml and the Dockerfile (no Docker engine needed)
+	@$(VENV)/bin/python scripts/check-compose.py
+	@$(VENV)/bin/python scripts/check-dockerfile.py
+
+test: check-compose ## Run every test against the real cluster (brings it up and migrates first)
 	@$(CLUSTER) up >/dev/null
 	@$(ADMIN) migrate up >/dev/null
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -154,3 +163,19 @@ bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
 	$(call with_bench_server,loadtest/bench-cache.sh)
+
+## ---- containers (Docker Compose; not runnable on this project's CI machine) ----
+compose-up: ## The same topology in containers: 5 primaries, 5 replicas, 5 PgBouncers, Redis, migrations, the API
+	@docker compose up -d --build
+	@echo "waiting for http://127.0.0.1:$(PORT)/ready ..."
+	@for i in $$(seq 120); do curl -sf -m 2 http://127.0.0.1:$(PORT)/ready >/dev/null && { echo ready; exit 0; }; sleep 2; done; \
+	  echo "not ready after 240 s: docker compose ps; docker compose logs"; exit 1
+
+compose-down: ## Stop the containers (add VOLUMES=1 to delete their data too)
+	@docker compose down $(if $(VOLUMES),-v)
+
+compose-ps: ## Containers and their health
+	@docker compose ps
+
+compose-logs: ## Follow the containers' logs
+	@docker compose logs -f --tail 50

@@ -48,7 +48,8 @@ class Instr:
     stage: int = -1  # index of the stage it belongs to (-1: before the first FROM)
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.keyword} {self.args}"
+        args = self.args if len(self.args) <= 70 else self.args[:67] + "..."
+        return f"line {self.line}: {self.keyword} {args}"
 
 
 @dataclass
@@ -350,17 +351,23 @@ def check(dockerfile: Path, root: Path) -> tuple[list[str], list[str]]:
         else:
             pkg = m.group(1)
             if pkg not in packages:
-                errors.append(f"{final}: package {pkg} is not in the workspace (members: {', '.join(sorted(packages))})")
+                errors.append(
+                    f"{final}: package {pkg} is not in the workspace (members: {', '.join(sorted(packages))})"
+                )
             else:
                 member, manifest = packages[pkg]
                 bins = bin_names(manifest, root / member)
                 if pkg not in bins:
-                    errors.append(f"package {pkg} ({member}/Cargo.toml) has no binary named {pkg} (bins: {sorted(bins)})")
+                    errors.append(
+                        f"package {pkg} ({member}/Cargo.toml) has no binary named {pkg} (bins: {sorted(bins)})"
+                    )
                 notes.append(f"builds package {pkg} ({member}/Cargo.toml)")
                 build_stage = stages[final.stage]
                 later = [i for i in build_stage.instrs if i.line >= final.line]
                 if not any(f"target/release/{pkg}" in i.args for i in later):
-                    errors.append(f"stage {build_stage.name or build_stage.index}: target/release/{pkg} is never used after the build")
+                    errors.append(
+                        f"stage {build_stage.name or build_stage.index}: target/release/{pkg} is never used after the build"
+                    )
         for b in builds:
             if "--locked" not in b.args:
                 errors.append(f"{b}: `cargo build` without --locked")
@@ -369,13 +376,19 @@ def check(dockerfile: Path, root: Path) -> tuple[list[str], list[str]]:
 
         # 3. Caching with stand-ins.
         first = builds[0]
-        before = [i for i in stages[first.stage].instrs if i.keyword in ("COPY", "ADD") and i.line < first.line and "from" not in split_flags(i.args)[0]]
+        before = [
+            i
+            for i in stages[first.stage].instrs
+            if i.keyword in ("COPY", "ADD") and i.line < first.line and "from" not in split_flags(i.args)[0]
+        ]
         copied = {os.path.normpath(s) for i in before for s in copy_sources(i)[1]}
         if "Cargo.lock" not in copied and "." not in copied:
             errors.append(f"{first}: Cargo.lock is not copied before the build (--locked needs it)")
         for pkg, (member, manifest) in sorted(packages.items()):
             if not ({f"{member}/Cargo.toml", member, "."} & copied):
-                errors.append(f"{first}: {member}/Cargo.toml (workspace member {pkg}) is not copied before the first build")
+                errors.append(
+                    f"{first}: {member}/Cargo.toml (workspace member {pkg}) is not copied before the first build"
+                )
                 continue
             if member in copied or "." in copied:
                 continue  # real sources: no stand-ins needed
@@ -387,12 +400,16 @@ def check(dockerfile: Path, root: Path) -> tuple[list[str], list[str]]:
                     )
         if len(builds) > 1:
             real = builds[-1]
-            copied_later = [i for i in stages[real.stage].instrs if i.keyword in ("COPY", "ADD") and first.line < i.line < real.line]
+            copied_later = [
+                i for i in stages[real.stage].instrs if i.keyword in ("COPY", "ADD") and first.line < i.line < real.line
+            ]
             if not copied_later:
                 errors.append(f"{real}: no sources are copied between the stand-in build and this one")
             if not re.search(r"\btouch\b", real.args):
-                errors.append(f"{real}: the sources are not touched before the real build; COPY keeps their old "
-                              f"modification times, so cargo may keep the stand-ins' artifacts")
+                errors.append(
+                    f"{real}: the sources are not touched before the real build; COPY keeps their old "
+                    f"modification times, so cargo may keep the stand-ins' artifacts"
+                )
             notes.append("dependency layer cached with stand-ins, sources touched before the real build")
 
     # 4. Stages: the binary's glibc.
@@ -402,7 +419,9 @@ def check(dockerfile: Path, root: Path) -> tuple[list[str], list[str]]:
         errors.append("the runtime image is the build stage: use a separate, small runtime stage")
     br, rr = debian_release(build_stage.image), debian_release(runtime.image)
     if br and rr and br != rr:
-        errors.append(f"build stage {build_stage.image} and runtime stage {runtime.image} are different Debian releases (glibc)")
+        errors.append(
+            f"build stage {build_stage.image} and runtime stage {runtime.image} are different Debian releases (glibc)"
+        )
     notes.append(f"stages: {', '.join(f'{s.name or s.index}={s.image}' for s in stages)}")
 
     # 5. The runtime stage.
@@ -436,9 +455,13 @@ def check(dockerfile: Path, root: Path) -> tuple[list[str], list[str]]:
         errors.append("runtime stage's ENTRYPOINT is not shardgate")
     cmds = kw("CMD")
     if not cmds or exec_words(cmds[-1].args)[:1] != ["serve"]:
-        errors.append("runtime stage's CMD is not [\"serve\"]")
-    if not any(ins.keyword == "COPY" and "from" not in split_flags(ins.args)[0]
-               and any(os.path.normpath(s) == "config" for s in copy_sources(ins)[1]) for ins in runtime.instrs):
+        errors.append('runtime stage\'s CMD is not ["serve"]')
+    if not any(
+        ins.keyword == "COPY"
+        and "from" not in split_flags(ins.args)[0]
+        and any(os.path.normpath(s) == "config" for s in copy_sources(ins)[1])
+        for ins in runtime.instrs
+    ):
         errors.append("runtime stage does not copy config/ (config/topology.toml)")
     if not any("from" in split_flags(i.args)[0] for i in kw("COPY")):
         errors.append("runtime stage copies nothing from the build stage")

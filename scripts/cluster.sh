@@ -224,22 +224,26 @@ replica_streaming() { [ "$(sql "$(replica_port "$1")" postgres 'select status fr
 
 # ---------------------------------------------------------------- commands
 
-# Another checkout's shardgate cluster (CI clones the repository next to a developer's
-# running cluster) is the same topology on the same ports: reuse it rather than refuse.
-# It is recognised by its data directory layout (.../shard-<i>/primary), and it must be
-# whole: replica streaming and PgBouncer answering.
+# Another shardgate cluster on the same ports — another checkout's (CI clones the repository
+# next to a developer's running cluster) or the Docker Compose one — is the same topology:
+# reuse it rather than refuse. It is recognised by its data directory layout
+# (.../shard-<i>/primary) or, for containers, by being a writable primary that has the
+# shardgate database; and it must be whole: replica streaming and PgBouncer answering.
+# Anything else on the port is refused, naming it.
 foreign_shard() { # i -> 0 if the primary port is served by another shardgate cluster's shard i
   local i="$1" p dir
   p="$(primary_port "$i")"
   pg_up "$p" || return 1
   dir="$(sql "$p" postgres 'show data_directory' || true)"
-  [ "$dir" != "$DATA/shard-$i/primary" ] && [[ "$dir" == */shard-"$i"/primary ]]
+  [ "$dir" != "$DATA/shard-$i/primary" ] || return 1
+  [[ "$dir" == */shard-"$i"/primary ]] && return 0
+  [ "$(sql "$p" postgres "select count(*) from pg_database where datname = '$DB_NAME' and not pg_is_in_recovery()")" = 1 ]
 }
 
 reuse_shard() {
   local i="$1" dir
   dir="$(sql "$(primary_port "$i")" postgres 'show data_directory')"
-  log "shard-$i: reusing the shardgate cluster already running from ${dir%/shard-*}"
+  log "shard-$i: reusing the shardgate cluster already running (data directory $dir)"
   ensure_database "$(primary_port "$i")"
   wait_for 30 "shard-$i primary to accept writes" primary_writable "$i"
   wait_for 30 "shard-$i replica (of the running cluster) to stream" replica_streaming "$i"

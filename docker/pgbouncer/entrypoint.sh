@@ -40,7 +40,7 @@ INI="$RUN_DIR/pgbouncer.ini"
 [ -r "$AUTH_FILE" ] || die "cannot read the auth file $AUTH_FILE (mount ./pgbouncer there)"
 # The values go into sed replacements delimited by '|', where '&' and '\' are special.
 for v in DB_NAME PRIMARY_HOST PRIMARY_PORT LISTEN_ADDR LISTEN_PORT RUN_DIR PID_FILE LOG_FILE AUTH_FILE; do
-  case "${!v}" in *'|'* | *'&'* | *'\'*) die "$v=${!v}: '|', '&' and '\\' are not allowed" ;; esac
+  case "${!v}" in *'|'* | *'&'* | *\\*) die "$v=${!v}: '|', '&' and backslashes are not allowed" ;; esac
 done
 
 # PgBouncer < 1.21 is unsafe in transaction mode with sqlx (docs/DATABASE_SCALING.md).
