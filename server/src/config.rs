@@ -64,6 +64,18 @@ pub struct Config {
     /// replica), so a lagging replica can never put the old row back into the cache.
     /// Env `CACHE_RECENT_WRITE_MS`.
     pub cache_recent_write_ms: u64,
+    /// Flash sale window, aligned to UTC (3600 = hourly, on the wall-clock hour).
+    /// Env `SALE_WINDOW_SECONDS`.
+    pub sale_window_seconds: u64,
+    /// Items sold (held + bought) per sale at most. Env `SALE_ITEMS`.
+    pub sale_items: u64,
+    /// Items one user may hold + buy per sale. Env `SALE_USER_LIMIT`.
+    pub sale_user_limit: u64,
+    /// A hold expires after this and frees its item, the user's allowance and the sale's
+    /// capacity. Env `RESERVATION_TIMEOUT_SECONDS`.
+    pub reservation_timeout_seconds: u64,
+    /// Name of the sale series; sale ids are `<name>-<window start unix>`. Env `SALE_NAME`.
+    pub sale_name: String,
     /// A client must finish sending request headers within this. In hyper 1.x the timer
     /// also runs while a keep-alive connection waits idle for its next request, so this is
     /// the idle keep-alive timeout too. Env `HEADER_READ_TIMEOUT_MS`.
@@ -105,6 +117,11 @@ impl Default for Config {
             redis_key_prefix: "sg:".into(),
             cache_redis_timeout_ms: 50,
             cache_recent_write_ms: 5_000,
+            sale_window_seconds: 3600,
+            sale_items: 10_000,
+            sale_user_limit: 10,
+            reservation_timeout_seconds: 600,
+            sale_name: "flash".into(),
             header_read_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
@@ -197,6 +214,13 @@ impl Config {
                 "REDIS_KEY_PREFIX" => self.redis_key_prefix = v.clone(),
                 "CACHE_REDIS_TIMEOUT_MS" => self.cache_redis_timeout_ms = parse("CACHE_REDIS_TIMEOUT_MS", v)?,
                 "CACHE_RECENT_WRITE_MS" => self.cache_recent_write_ms = parse("CACHE_RECENT_WRITE_MS", v)?,
+                "SALE_WINDOW_SECONDS" => self.sale_window_seconds = parse("SALE_WINDOW_SECONDS", v)?,
+                "SALE_ITEMS" => self.sale_items = parse("SALE_ITEMS", v)?,
+                "SALE_USER_LIMIT" => self.sale_user_limit = parse("SALE_USER_LIMIT", v)?,
+                "RESERVATION_TIMEOUT_SECONDS" => {
+                    self.reservation_timeout_seconds = parse("RESERVATION_TIMEOUT_SECONDS", v)?
+                }
+                "SALE_NAME" => self.sale_name = v.clone(),
                 "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,
                 "SHUTDOWN_GRACE_MS" => self.shutdown_grace_ms = parse("SHUTDOWN_GRACE_MS", v)?,
@@ -250,6 +274,15 @@ impl Config {
             if v < 10 {
                 return Err(Error::Invalid { field, message: "must be at least 10 ms".into() });
             }
+        }
+        if self.sale_window_seconds == 0 || self.sale_items == 0 || self.sale_user_limit == 0 {
+            return bad("sale_window_seconds", "sale window, items and user limit must be at least 1");
+        }
+        if self.reservation_timeout_seconds == 0 {
+            return bad("reservation_timeout_seconds", "must be at least 1");
+        }
+        if !crate::users::model::is_valid_id(&self.sale_name) {
+            return bad("sale_name", "must match [A-Za-z0-9_-]{1,64}");
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");

@@ -15,6 +15,7 @@ pub mod http;
 pub mod observability;
 pub mod openapi;
 pub mod redis;
+pub mod sale;
 pub mod serve;
 pub mod state;
 pub mod system;

@@ -25,6 +25,7 @@ pub struct AppState {
     pub redis: RedisHandle,
     pub metrics: Metrics,
     pub cache: Arc<UserCache>,
+    pub sale: crate::sale::Sale,
     pub query_timeout: Duration,
     /// Set when shutdown begins: HTTP/1 responses then say `Connection: close`.
     pub draining: AtomicBool,
@@ -53,6 +54,7 @@ impl AppState {
             redis,
             metrics,
             cache: Arc::new(UserCache::new(&cfg)),
+            sale: crate::sale::Sale::new(&cfg),
             cfg,
             draining: AtomicBool::new(false),
         }))

@@ -131,6 +131,9 @@ async fn dispatch(
         Handler::UpdateUser => users::update(state, req, param.as_deref().unwrap_or_default()).await,
         Handler::DeleteUser => users::delete(state, param.as_deref().unwrap_or_default()).await,
         Handler::CacheLookup => Ok(crate::cache::seed::v1_users(state, req).await),
+        Handler::Checkout => crate::sale::checkout(state, req).await,
+        Handler::Purchase => crate::sale::purchase(state, req).await,
+        Handler::SaleStatus => crate::sale::status(state).await,
         Handler::OpenApi => Ok(crate::openapi::document()),
         Handler::Swagger => crate::openapi::swagger(param.as_deref()),
     }

@@ -20,6 +20,9 @@ pub enum Handler {
     UpdateUser,
     DeleteUser,
     CacheLookup,
+    Checkout,
+    Purchase,
+    SaleStatus,
     OpenApi,
     Swagger,
 }
@@ -39,6 +42,10 @@ pub static ROUTES: &[(Method, &str, Handler)] = &[
     (Method::PATCH, "/api/v1/users/:id", Handler::UpdateUser),
     (Method::DELETE, "/api/v1/users/:id", Handler::DeleteUser),
     (Method::GET, "/v1/users", Handler::CacheLookup),
+    (Method::POST, "/checkout", Handler::Checkout),
+    (Method::POST, "/purchase", Handler::Purchase),
+    // `GET /status` is the sale's; `POST /status` will be presence's (seed 000).
+    (Method::GET, "/status", Handler::SaleStatus),
     (Method::GET, "/openapi.json", Handler::OpenApi),
     (Method::GET, "/swagger/*", Handler::Swagger),
     (Method::GET, "/swagger", Handler::Swagger),

@@ -1,0 +1,320 @@
+//! The flash sale (seed 004), DESIGN.md section 5:
+//!
+//! - `POST /checkout?user_id=&id=`  one Lua script decides (atomic, one round trip), then
+//!   the hold is recorded in Postgres (`checkout_attempts`) before the 200
+//! - `POST /purchase?code=`         claim the hold (Lua), commit the sale row on the item's
+//!   shard (its primary key makes a second sale impossible), mark it sold (Lua), then 200;
+//!   the same code again answers the same 200
+//! - `GET  /status`                 the seed's counters, shared by every worker (Redis)
+//!
+//! Sale records route by item id. Redis state lost (restart, flush) is rebuilt from
+//! Postgres before the sale takes checkouts again ([`rebuild`]). See docs/SALE.md.
+
+mod rebuild;
+mod scripts;
+mod store;
+
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::db::{self, DbFail, Target};
+use crate::http::body::query_pairs;
+use crate::http::error::ApiError;
+use crate::http::response::{json_ok, Resp};
+use crate::state::State;
+use crate::users::model::is_valid_id;
+
+/// One Redis round trip of the sale may take this long before the request answers 503.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A claimed item stays reserved this long while its purchase commits (or is retried).
+const CLAIM_MS: u64 = 600_000;
+
+#[derive(Debug)]
+pub struct Sale {
+    prefix: String,
+    checkout: redis::Script,
+    release: redis::Script,
+    claim: redis::Script,
+    finalize: redis::Script,
+    status: redis::Script,
+}
+
+/// The current sale: its id and window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub id: String,
+    pub end_ms: i64,
+}
+
+impl Sale {
+    pub fn new(cfg: &crate::config::Config) -> Sale {
+        Sale {
+            prefix: format!("{}sale:", cfg.redis_key_prefix),
+            checkout: redis::Script::new(&scripts::checkout()),
+            release: redis::Script::new(scripts::RELEASE),
+            claim: redis::Script::new(&scripts::claim()),
+            finalize: redis::Script::new(scripts::FINALIZE),
+            status: redis::Script::new(&scripts::status()),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The sale whose window contains `now_ms`: windows are aligned to UTC.
+pub fn window(state: &State, now_ms: i64) -> Window {
+    let w = state.cfg.sale_window_seconds as i64 * 1000;
+    let start = now_ms - now_ms.rem_euclid(w);
+    Window { id: format!("{}-{}", state.cfg.sale_name, start / 1000), end_ms: start + w }
+}
+
+fn redis_conn(state: &State) -> Result<ConnectionManager, ApiError> {
+    match state.redis.conn() {
+        Some(c) if state.redis.is_up() => Ok(c),
+        _ => Err(ApiError::DependencyUnavailable("redis")),
+    }
+}
+
+async fn invoke<T: redis::FromRedisValue>(
+    inv: redis::ScriptInvocation<'_>,
+    conn: &mut ConnectionManager,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(conn)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "sale script failed");
+            Err(ApiError::DependencyUnavailable("redis"))
+        }
+        Err(_) => Err(ApiError::DependencyUnavailable("redis")),
+    }
+}
+
+fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    query_pairs(req.uri().query()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).filter(|v| !v.is_empty())
+}
+
+fn sale_id_param(v: Option<String>, name: &'static str) -> Result<String, ApiError> {
+    let v =
+        v.ok_or_else(|| ApiError::bad_request("MISSING_PARAMETER", format!("query parameter {name} is required")))?;
+    if !is_valid_id(&v) {
+        return Err(ApiError::bad_request("INVALID_ID", format!("{name} must match [A-Za-z0-9_-]{{1,64}}")));
+    }
+    Ok(v)
+}
+
+fn refused(code: &'static str, message: &'static str) -> ApiError {
+    ApiError::Conflict { code, message: message.into() }
+}
+
+pub async fn checkout(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let user = sale_id_param(param(&req, "user_id"), "user_id")?;
+    let item = sale_id_param(param(&req, "id"), "id")?;
+    let mut conn = redis_conn(state)?;
+    let sale = &state.sale;
+    let cfg = &state.cfg;
+    let code = hex(&rand::random::<[u8; 16]>());
+    let hold_ms = cfg.reservation_timeout_seconds * 1000;
+    for attempt in 0..2 {
+        let now = now_ms();
+        let w = window(state, now);
+        let mut inv = sale.checkout.prepare_invoke();
+        inv.arg(&sale.prefix)
+            .arg(&w.id)
+            .arg(now)
+            .arg(hold_ms)
+            .arg(&code)
+            .arg(&user)
+            .arg(&item)
+            .arg(cfg.sale_items)
+            .arg(cfg.sale_user_limit)
+            .arg(w.end_ms + 86_400_000)
+            .arg(hold_ms + 86_400_000);
+        let out: Vec<String> = invoke(inv, &mut conn).await?;
+        let verdict = out.first().map(String::as_str).unwrap_or("");
+        metrics::counter!("sale_checkouts_total", "result" => verdict_label(verdict)).increment(1);
+        match verdict {
+            "OK" => return record_hold(state, &mut conn, &w, &code, &user, &item, now + hold_ms as i64).await,
+            "REBUILD" if attempt == 0 => rebuild::run(state, &mut conn, &w).await?,
+            "SOLD" => return Err(refused("ITEM_SOLD", "item already sold")),
+            "RESERVED" => return Err(refused("ITEM_RESERVED", "item already reserved")),
+            "SOLD_OUT" => return Err(refused("SOLD_OUT", "sale sold out")),
+            "LIMIT" => return Err(refused("USER_LIMIT", "user limit reached")),
+            _ => break,
+        }
+    }
+    Err(ApiError::DependencyUnavailable("the sale's state (being rebuilt)"))
+}
+
+fn verdict_label(v: &str) -> &'static str {
+    match v {
+        "OK" => "ok",
+        "SOLD" => "sold",
+        "RESERVED" => "reserved",
+        "SOLD_OUT" => "sold_out",
+        "LIMIT" => "user_limit",
+        "REBUILD" => "rebuild",
+        _ => "other",
+    }
+}
+
+/// The hold is placed in Redis; make it durable before answering. If Postgres cannot
+/// take it, the hold is released and the client gets 503 (nothing half-written).
+async fn record_hold(
+    state: &State,
+    conn: &mut ConnectionManager,
+    w: &Window,
+    code: &str,
+    user: &str,
+    item: &str,
+    expires_ms: i64,
+) -> Result<Resp, ApiError> {
+    let shard = state.ring.shard_for_str(item);
+    let pool = &state.pools.get(shard).primary;
+    if let Err(e) =
+        db::run(state, shard, Target::Primary, store::record_attempt(pool, code, &w.id, user, item, expires_ms)).await
+    {
+        let mut inv = state.sale.release.prepare_invoke();
+        inv.arg(&state.sale.prefix).arg(code);
+        let _ = invoke::<i64>(inv, conn).await;
+        return Err(e.into());
+    }
+    #[derive(Serialize)]
+    struct Ok<'a> {
+        message: &'a str,
+        code: &'a str,
+    }
+    Result::Ok(json_ok(&Ok { message: "success", code }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[(b >> 4) as usize] as char);
+        s.push(H[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn is_code(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[derive(Serialize)]
+struct Purchased<'a> {
+    message: &'a str,
+    user: &'a str,
+    item: &'a str,
+}
+
+pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let code = param(&req, "code")
+        .ok_or_else(|| ApiError::bad_request("MISSING_PARAMETER", "query parameter code is required"))?;
+    let invalid = || ApiError::bad_request("INVALID_CODE", "invalid or expired reservation code");
+    if !is_code(&code) {
+        return Err(invalid());
+    }
+    let mut conn = redis_conn(state)?;
+    let mut out: Vec<String> = Vec::new();
+    for attempt in 0..2 {
+        let now = now_ms();
+        let current = window(state, now);
+        let mut inv = state.sale.claim.prepare_invoke();
+        inv.arg(&state.sale.prefix).arg(now).arg(&code).arg(&current.id).arg(CLAIM_MS);
+        out = invoke(inv, &mut conn).await?;
+        if out.first().map(String::as_str) == Some("REBUILD") && attempt == 0 {
+            rebuild::run(state, &mut conn, &current).await?;
+            continue;
+        }
+        break;
+    }
+    let (verdict, user, item, sid) = match out.as_slice() {
+        [v, u, i, s] => (v.as_str(), u.as_str(), i.as_str(), s.as_str()),
+        [v] => (v.as_str(), "", "", ""),
+        _ => return Err(ApiError::Internal("unexpected reply from the claim script".into())),
+    };
+    match verdict {
+        "DONE" => {
+            metrics::counter!("sale_purchases_total", "result" => "repeat").increment(1);
+            return Ok(json_ok(&Purchased { message: "success", user, item }));
+        }
+        "CLAIMED" => {}
+        _ => {
+            metrics::counter!("sale_purchases_total", "result" => "invalid").increment(1);
+            return Err(invalid());
+        }
+    }
+    // The sale row, committed on the item's shard, BEFORE any 200.
+    let shard = state.ring.shard_for_str(item);
+    let pool = &state.pools.get(shard).primary;
+    match db::run(state, shard, Target::Primary, store::insert_sale(pool, item, &code, sid, user)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            metrics::counter!("sale_purchases_total", "result" => "sold_elsewhere").increment(1);
+            return Err(refused("ITEM_SOLD", "item already sold"));
+        }
+        // Unknown outcome: the hold stays claimed, so the same code can be retried.
+        Err(e @ DbFail::Unavailable(_)) | Err(e @ DbFail::Sql(..)) => return Err(e.into()),
+    }
+    let mut inv = state.sale.finalize.prepare_invoke();
+    inv.arg(&state.sale.prefix).arg(&code).arg(item).arg(sid);
+    if let Err(e) = invoke::<i64>(inv, &mut conn).await {
+        // The sale is committed: answer 200. Redis catches up on the next rebuild.
+        tracing::warn!(code = %code, error = %e, "sale committed but not marked in Redis");
+    }
+    metrics::counter!("sale_purchases_total", "result" => "ok").increment(1);
+    Ok(json_ok(&Purchased { message: "success", user, item }))
+}
+
+pub async fn status(state: &State) -> Result<Resp, ApiError> {
+    let mut conn = redis_conn(state)?;
+    let now = now_ms();
+    let w = window(state, now);
+    let mut inv = state.sale.status.prepare_invoke();
+    inv.arg(&state.sale.prefix).arg(&w.id).arg(now);
+    let v: Vec<i64> = invoke(inv, &mut conn).await?;
+    let [_ready, taken, ok_checkouts, failed_checkouts, ok_purchases, failed_purchases, purchased] = v[..] else {
+        return Err(ApiError::Internal("unexpected reply from the status script".into()));
+    };
+    #[derive(Serialize)]
+    struct Status {
+        seconds_remaining: i64,
+        successful_checkouts: i64,
+        failed_checkouts: i64,
+        successful_purchases: i64,
+        failed_purchases: i64,
+        scheduled_goods: i64,
+        purchased_goods: i64,
+        sale_status: &'static str,
+    }
+    let remaining = ((w.end_ms - now) / 1000).max(0);
+    let completed = remaining == 0 || purchased >= state.cfg.sale_items as i64;
+    Ok(json_ok(&Status {
+        seconds_remaining: remaining,
+        successful_checkouts: ok_checkouts,
+        failed_checkouts,
+        successful_purchases: ok_purchases,
+        failed_purchases,
+        scheduled_goods: taken,
+        purchased_goods: purchased,
+        sale_status: if completed { "completed" } else { "active" },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn codes_are_32_lowercase_hex() {
+        let c = super::hex(&[0xab, 0x01, 0xff, 0x10]);
+        assert_eq!(c, "ab01ff10");
+        assert!(super::is_code(&super::hex(&rand::random::<[u8; 16]>())));
+        assert!(!super::is_code("ABCDEF0123456789abcdef0123456789"));
+        assert!(!super::is_code("abc"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The sale's Lua scripts. Each runs atomically in Redis: one round trip decides a
+//! checkout, with no WATCH/MULTI retries, so contention never turns into errors.
+//!
+//! Keys are built inside the scripts from a prefix (`ARGV[1]`, e.g. `sg:sale:`) and the
+//! sale id: this deployment uses one Redis; on Redis Cluster they would need a hash tag.
+//! - `<P>sold`                 hash item -> code: every item ever sold (never expires)
+//! - `<P>item:<item>`          the live hold's code (PX = hold lifetime)
+//! - `<P>hold:<code>`          hash user, item, sid, exp, status (held|purchasing|purchased|expired|released)
+//! - `<P><sid>:holds`          zset code -> expiry ms (live holds of the sale)
+//! - `<P><sid>:taken`          live holds + purchases of the sale (its capacity in use)
+//! - `<P><sid>:user:<user>`    the user's live holds + purchases in the sale
+//! - `<P><sid>:stats`          hash of the seed's counters
+//! - `<P><sid>:ready`          set once the sale's state is loaded (rebuilt from Postgres)
+
+/// Frees every hold of sale `S` whose expiry passed: the item, the user's allowance and
+/// the sale's capacity come back. Shared by the scripts below.
+const SWEEP: &str = r"
+local function free_hold(P, S, c, h)
+  redis.call('DECR', S .. 'user:' .. h[1])
+  redis.call('DECR', S .. 'taken')
+  if redis.call('GET', P .. 'item:' .. h[2]) == c then redis.call('DEL', P .. 'item:' .. h[2]) end
+  redis.call('HSET', P .. 'hold:' .. c, 'status', 'expired')
+  redis.call('ZREM', S .. 'holds', c)
+end
+local function sweep(P, S, now)
+  local expired = redis.call('ZRANGEBYSCORE', S .. 'holds', '-inf', now, 'LIMIT', 0, 500)
+  for _, c in ipairs(expired) do
+    local h = redis.call('HMGET', P .. 'hold:' .. c, 'user', 'item', 'status')
+    if h[3] == 'held' then free_hold(P, S, c, h) else redis.call('ZREM', S .. 'holds', c) end
+  end
+end
+";
+
+/// ARGV: prefix, sid, now ms, hold ms, code, user, item, sale items, user limit,
+/// keep-until ms (when the sale's keys may go), hold-record ms.
+/// Returns {OK} | {SOLD} | {RESERVED} | {SOLD_OUT} | {LIMIT} | {REBUILD}.
+pub fn checkout() -> String {
+    format!(
+        "{SWEEP}{}",
+        r"
+local P, sid = ARGV[1], ARGV[2]
+local S = P .. sid .. ':'
+local now = tonumber(ARGV[3])
+if redis.call('EXISTS', S .. 'ready') == 0 then return {'REBUILD'} end
+sweep(P, S, now)
+local code, user, item = ARGV[5], ARGV[6], ARGV[7]
+local function fail(reason)
+  redis.call('HINCRBY', S .. 'stats', 'failed_checkouts', 1)
+  return {reason}
+end
+if redis.call('HEXISTS', P .. 'sold', item) == 1 then return fail('SOLD') end
+if redis.call('EXISTS', P .. 'item:' .. item) == 1 then return fail('RESERVED') end
+if tonumber(redis.call('GET', S .. 'taken') or '0') >= tonumber(ARGV[8]) then return fail('SOLD_OUT') end
+if tonumber(redis.call('GET', S .. 'user:' .. user) or '0') >= tonumber(ARGV[9]) then return fail('LIMIT') end
+local exp = now + tonumber(ARGV[4])
+redis.call('SET', P .. 'item:' .. item, code, 'PX', ARGV[4])
+redis.call('HSET', P .. 'hold:' .. code, 'user', user, 'item', item, 'sid', sid, 'exp', exp, 'status', 'held')
+redis.call('PEXPIRE', P .. 'hold:' .. code, ARGV[11])
+redis.call('ZADD', S .. 'holds', exp, code)
+redis.call('INCR', S .. 'user:' .. user)
+redis.call('INCR', S .. 'taken')
+redis.call('HINCRBY', S .. 'stats', 'successful_checkouts', 1)
+for _, k in ipairs({S .. 'user:' .. user, S .. 'taken', S .. 'holds', S .. 'stats'}) do
+  redis.call('PEXPIREAT', k, ARGV[10])
+end
+return {'OK'}
+"
+    )
+}
+
+/// Undo a hold whose durable record could not be written. ARGV: prefix, code.
+pub const RELEASE: &str = r"
+local P, c = ARGV[1], ARGV[2]
+local h = redis.call('HMGET', P .. 'hold:' .. c, 'user', 'item', 'status', 'sid')
+if h[3] ~= 'held' then return 0 end
+local S = P .. h[4] .. ':'
+redis.call('DECR', S .. 'user:' .. h[1])
+redis.call('DECR', S .. 'taken')
+redis.call('HINCRBY', S .. 'stats', 'successful_checkouts', -1)
+if redis.call('GET', P .. 'item:' .. h[2]) == c then redis.call('DEL', P .. 'item:' .. h[2]) end
+redis.call('HSET', P .. 'hold:' .. c, 'status', 'released')
+redis.call('ZREM', S .. 'holds', c)
+return 1
+";
+
+/// Claims a live hold for purchase. ARGV: prefix, now ms, code, current sid, claim ms.
+/// Returns {CLAIMED, user, item, sid} | {DONE, user, item, sid} | {EXPIRED} | {UNKNOWN}
+/// | {REBUILD} (code unknown and the current sale's state is not loaded).
+pub fn claim() -> String {
+    format!(
+        "{SWEEP}{}",
+        r"
+local P, now, code = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local h = redis.call('HMGET', P .. 'hold:' .. code, 'user', 'item', 'sid', 'exp', 'status')
+if not h[5] then
+  -- Lost with the rest of Redis? Then the sale must be rebuilt before we can tell.
+  if redis.call('EXISTS', P .. ARGV[4] .. ':ready') == 0 then return {'REBUILD'} end
+  redis.call('HINCRBY', P .. ARGV[4] .. ':stats', 'failed_purchases', 1)
+  return {'UNKNOWN'}
+end
+local S = P .. h[3] .. ':'
+if h[5] == 'purchased' then return {'DONE', h[1], h[2], h[3]} end
+if h[5] == 'held' and tonumber(h[4]) <= now then free_hold(P, S, code, {h[1], h[2], h[5]}) ; h[5] = 'expired' end
+if h[5] ~= 'held' and h[5] ~= 'purchasing' then
+  redis.call('HINCRBY', S .. 'stats', 'failed_purchases', 1)
+  return {'EXPIRED'}
+end
+redis.call('HSET', P .. 'hold:' .. code, 'status', 'purchasing')
+redis.call('ZREM', S .. 'holds', code)
+redis.call('PEXPIRE', P .. 'item:' .. h[2], ARGV[5])
+return {'CLAIMED', h[1], h[2], h[3]}
+"
+    )
+}
+
+/// Marks a committed purchase. ARGV: prefix, code, item, sid. Idempotent.
+pub const FINALIZE: &str = r"
+local P, code, item = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', P .. 'hold:' .. code, 'status') == 'purchased' then return 0 end
+local S = P .. ARGV[4] .. ':'
+redis.call('HSET', P .. 'sold', item, code)
+redis.call('HSET', P .. 'hold:' .. code, 'status', 'purchased')
+if redis.call('GET', P .. 'item:' .. item) == code then redis.call('DEL', P .. 'item:' .. item) end
+redis.call('HINCRBY', S .. 'stats', 'successful_purchases', 1)
+redis.call('HINCRBY', S .. 'stats', 'purchased_goods', 1)
+return 1
+";
+
+/// The seed's `/status` counters, after sweeping expired holds. ARGV: prefix, sid, now ms.
+/// Returns {ready, taken, successful_checkouts, failed_checkouts, successful_purchases,
+/// failed_purchases, purchased_goods}.
+pub fn status() -> String {
+    format!(
+        "{SWEEP}{}",
+        r"
+local P, sid = ARGV[1], ARGV[2]
+local S = P .. sid .. ':'
+sweep(P, S, tonumber(ARGV[3]))
+local st = redis.call('HMGET', S .. 'stats', 'successful_checkouts', 'failed_checkouts',
+  'successful_purchases', 'failed_purchases', 'purchased_goods')
+return {redis.call('EXISTS', S .. 'ready'), tonumber(redis.call('GET', S .. 'taken') or '0'),
+  tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0'), tonumber(st[4] or '0'),
+  tonumber(st[5] or '0')}
+"
+    )
+}
