@@ -9,6 +9,7 @@ PORT ?= 8080
 WORKERS ?=
 BENCH_PORT ?= 18080
 ACCESS_LOG ?= true
+BENCH_ENV ?=
 CLUSTER := scripts/cluster.sh
 ADMIN := $(CARGO) run -q -p shardgate --
 BIN_RELEASE := target/release/shardgate
@@ -22,7 +23,7 @@ define with_bench_server
 	@mkdir -p $(LOGDIR)
 	@if curl -sf -m 1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null; then \
 	  echo "port $(BENCH_PORT) is busy; set BENCH_PORT"; exit 1; fi
-	@ACCESS_LOG=$(ACCESS_LOG) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
+	@ACCESS_LOG=$(ACCESS_LOG) $(BENCH_ENV) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
 	  BASE=http://127.0.0.1:$(BENCH_PORT) $(1)
@@ -30,7 +31,7 @@ endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest loadtest-read bench bench-10k bench-cache bench-ring
+        loadtest-smoke loadtest loadtest-read loadtest-sale bench bench-10k bench-cache bench-sale bench-ring
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -154,6 +155,23 @@ loadtest: ## k6 users CRUD mix: 100 VUs, 60 s
 loadtest-read: ## k6 read-through cache hot path: GET /v1/users, 128 VUs (seed 001's wrk -c128)
 	@loadtest/k6.sh loadtest/k6/cache-read.js
 
+# Seed 004's script targets localhost:8080 and items item1..item500 as written, so this
+# target runs its own server there, on a sale series of its own (SALE_NAME), after removing
+# that series' rows from earlier load-test runs: test data of the load test only, never a
+# real sale's.
+SALE_LT := loadtest-seed004
+loadtest-sale: build ## Seed 004's k6 script (unchanged; needs :8080 free) + a contention scenario
+	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
+	@if curl -sf -m 1 http://127.0.0.1:8080/health >/dev/null; then \
+	  echo "port 8080 is busy: seed 004's script targets localhost:8080 as written; stop that server (make down)"; exit 1; fi
+	@for i in 0 1 2 3 4; do psql -X -q "postgres://postgres@127.0.0.1:544$$i/shardgate" \
+	  -c "DELETE FROM sales WHERE sale_id LIKE '$(SALE_LT)-%'" -c "DELETE FROM checkout_attempts WHERE sale_id LIKE '$(SALE_LT)-%'"; done
+	@mkdir -p $(LOGDIR)
+	@SALE_NAME=$(SALE_LT) REDIS_KEY_PREFIX=lt$$(date +%s): $(BIN_RELEASE) serve --port 8080 >>$(LOGDIR)/loadtest-sale.log 2>&1 & pid=$$!; \
+	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
+	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:8080/health >/dev/null && break; sleep 0.2; done; \
+	  loadtest/k6.sh loadtest/k6/sale-seed004.js && loadtest/k6.sh loadtest/k6/sale-contention.js
+
 bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
 	@$(CARGO) build -q --release -p shardgate --example hello
 	$(call with_bench_server,loadtest/bench.sh)
@@ -179,3 +197,7 @@ compose-ps: ## Containers and their health
 
 compose-logs: ## Follow the containers' logs
 	@docker compose logs -f --tail 50
+
+bench-sale: build ## Checkouts under contention vs /health, purchases vs pgbench INSERT (one run), zero 5xx
+	$(call with_bench_server,loadtest/bench-sale.sh)
+bench-sale: BENCH_ENV = SALE_NAME=bench$$(date +%s) SALE_ITEMS=1000000 SALE_USER_LIMIT=10 REDIS_KEY_PREFIX=bs$$(date +%s):

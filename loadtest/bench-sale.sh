@@ -34,14 +34,18 @@
 # WARMUP (1s; 0 = none), ITEMS (20), USERS (10000), HOLD_SECS (DURATION's seconds),
 # CHECKOUT_RATIO (0.40), PURCHASE_RATIO (0.60), PGHOST (127.0.0.1), PGPORT (6430),
 # PGDATABASE (shardgate), PGUSER (postgres), PG_PRIMARY_PORT (5440: shard 0's primary, where
-# the pgbench rows are deleted), RESULTS (loadtest/results), KEEP=1 keeps the pgbench rows
-# and copies the codes to RESULTS/bench-sale-<timestamp>.codes, STRICT=1 exits 1 when any
-# line is MISS.
+# the pgbench rows are deleted; shard i's is PG_PRIMARY_PORT + i), RESULTS (loadtest/results),
+# KEEP=1 keeps the pgbench rows and this run's sale rows and copies the codes to
+# RESULTS/bench-sale-<timestamp>.codes, STRICT=1 exits 1 when any line is MISS.
 # Output: the table on stdout and in RESULTS/bench-sale-<timestamp>.txt; the raw wrk and
 # pgbench output in RESULTS/bench-sale-<timestamp>.log. Exit 2 when it cannot run (no
 # server, no sale endpoints yet, bad settings).
-# Left behind: the sale's own records of this run's holds and purchases (ids sc<RUN>-*,
-# su<RUN>-*, sh<RUN>-*): sold items are sold forever; a fresh SALE_NAME keeps them apart.
+# Clean-up (unless KEEP=1, also after Ctrl-C): the pgbench rows on shard 0's primary, and
+# this run's rows of sales and checkout_attempts (items sc<RUN>-*, sh<RUN>-*; ids no run
+# ever reuses) on every shard's primary, so runs do not pile up rows that a rebuild of the
+# sale's Redis state would read. Left behind: the sale's Redis keys for those items and its
+# counters (/status); holds not bought expire (RESERVATION_TIMEOUT_SECONDS) and give their
+# capacity back. A fresh SALE_NAME per run keeps every run's counters apart.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -118,6 +122,7 @@ while t: t, r = divmod(t, 36); s = a[r] + s
 print(s[-5:] + "".join(random.choice(a) for _ in range(2)))')"
 PG_BASE="$(date +%s)"          # pgbench rows: all digits, PG_BASE * 10^8 + ...
 PG_USED=0
+SALE_USED=0
 CODES="$TMP/codes"
 : >"$LOG"
 
@@ -129,6 +134,16 @@ cleanup() {
     # insert.sql's rows sit on shard 0 whatever the ring says: delete them on its primary.
     psqlq -p "$PG_PRIMARY_PORT" -c "DELETE FROM users WHERE id LIKE '${PG_BASE}%' AND id ~ '^[0-9]{17,19}\$'" >>"$LOG" 2>&1 ||
       echo "bench-sale.sh: WARNING: could not delete the pgbench rows (ids ${PG_BASE}...) on :$PG_PRIMARY_PORT" >&2
+  fi
+  if ((SALE_USED)) && [[ "${KEEP:-0}" != 1 ]]; then
+    # This run's sale records (items sc<RUN>-*, sh<RUN>-*; never reused): on every shard's
+    # primary, since both tables route by item id.
+    local i
+    for i in 0 1 2 3 4; do
+      psqlq -p "$((PG_PRIMARY_PORT + i))" -c "DELETE FROM sales WHERE item_id LIKE 'sc${RUN}-%' OR item_id LIKE 'sh${RUN}-%';
+        DELETE FROM checkout_attempts WHERE item_id LIKE 'sc${RUN}-%' OR item_id LIKE 'sh${RUN}-%'" >>"$LOG" 2>&1 ||
+        echo "bench-sale.sh: WARNING: could not delete this run's sale rows on :$((PG_PRIMARY_PORT + i))" >&2
+    done
   fi
   if [[ "${KEEP:-0}" == 1 && -s "$CODES" ]]; then
     cp "$CODES" "$RESULTS/bench-sale-$STAMP.codes"
@@ -271,6 +286,7 @@ if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOA
 fi
 echo "bench-sale.sh: run $RUN, DURATION=${SECS}s, wrk -t$THREADS -c$CONNS, BASE=$BASE" >&2
 echo "=== /status before: $S0" >>"$LOG"
+SALE_USED=1
 
 # --- 1: the ceiling, GET /health ---------------------------------------------------------------
 H_RPS=""
