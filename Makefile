@@ -170,7 +170,9 @@ loadtest-sale: build ## Seed 004's k6 script (unchanged; needs :8080 free) + a c
 	@SALE_NAME=$(SALE_LT) REDIS_KEY_PREFIX=lt$$(date +%s): $(BIN_RELEASE) serve --port 8080 >>$(LOGDIR)/loadtest-sale.log 2>&1 & pid=$$!; \
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:8080/health >/dev/null && break; sleep 0.2; done; \
-	  loadtest/k6.sh loadtest/k6/sale-seed004.js && loadtest/k6.sh loadtest/k6/sale-contention.js
+	  loadtest/k6.sh loadtest/k6/sale-seed004.js && \
+	  $(VENV)/bin/python -c 'import glob, json, sys; f = sorted(glob.glob("loadtest/results/sale-seed004-*.json"))[-1]; c = json.load(open(f))["metrics"]["checks"]; print(f"seed 004 script: {c[\"passes\"]} checks passed, {c[\"fails\"]} failed"); sys.exit(1 if c["fails"] else 0)' && \
+	  loadtest/k6.sh loadtest/k6/sale-contention.js
 
 bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
 	@$(CARGO) build -q --release -p shardgate --example hello

@@ -28,6 +28,7 @@
 --   holds:    checkout.lua: holds <n> written to <codes-file>.<thread>
 --   purchase: checkout.lua: first <n> first_ok <n> first_failed <n> repeat <n> repeat_ok <n>
 --               repeat_failed <n> exhausted <0|1> window_s <s> first_ok_per_s <r|nan>
+--             checkout.lua thread <t>: first_ok <n> first_failed <n> ran_out_s <s|->  (one per thread)
 -- The 5xx count is exact (wrk's own "Non-2xx or 3xx responses" also lumps in the refusals).
 -- first/repeat are told apart by the order of the answers on each thread: exact in the
 -- counts while codes last; when they run out, to within the requests in flight (at most
@@ -35,6 +36,9 @@
 -- that used up its codes (or its last answer), the longest over the threads; it needs
 -- LuaJIT's ffi for a wall clock (wrk's Debian build has it); without it, first_ok_per_s
 -- is over wrk's whole duration when no thread ran out, "nan" when one did.
+-- wrk calls request() once on thread 1 before the run (to check the request): in purchase
+-- mode that moves thread 1's start to its 2nd code, and its 1st goes out as its last first
+-- purchase, so the first pass still sends each code once.
 
 local tid_counter = 0
 local threads = {}
@@ -213,6 +217,14 @@ function done(summary, latency, requests)
       window = summary.duration / 1e6
     end
     rate = window and string.format("%.1f", s.first_ok / window) or "nan"
+    -- Per thread, for the log: its first purchases and when (from the earliest start) its
+    -- codes ran out. Not "checkout.lua: ...", so bench-sale.sh's parser skips these lines.
+    for i, t in ipairs(threads) do
+      local te = tonumber(t:get("t_firsts_done")) or -1
+      io.write(string.format("checkout.lua thread %d: first_ok %d first_failed %d ran_out_s %s\n", i,
+        tonumber(t:get("first_ok")) or 0, tonumber(t:get("first_failed")) or 0,
+        (te >= 0 and t0) and string.format("%.3f", te - t0) or "-"))
+    end
     io.write(string.format(
       "checkout.lua: first %d first_ok %d first_failed %d repeat %d repeat_ok %d repeat_failed %d exhausted %d window_s %s first_ok_per_s %s\n",
       first, s.first_ok, s.first_failed, s.repeat_ok + s.repeat_failed, s.repeat_ok, s.repeat_failed,
