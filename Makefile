@@ -171,7 +171,7 @@ loadtest-sale: build ## Seed 004's k6 script (unchanged; needs :8080 free) + a c
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:8080/health >/dev/null && break; sleep 0.2; done; \
 	  loadtest/k6.sh loadtest/k6/sale-seed004.js && \
-	  $(VENV)/bin/python -c 'import glob, json, sys; f = sorted(glob.glob("loadtest/results/sale-seed004-*.json"))[-1]; c = json.load(open(f))["metrics"]["checks"]; print(f"seed 004 script: {c[\"passes\"]} checks passed, {c[\"fails\"]} failed"); sys.exit(1 if c["fails"] else 0)' && \
+	  $(VENV)/bin/python -c 'import glob, json, sys; f = sorted(glob.glob("loadtest/results/sale-seed004-*.json"))[-1]; c = json.load(open(f))["metrics"]["checks"]; print("seed 004 script: %d checks passed, %d failed" % (c["passes"], c["fails"])); sys.exit(1 if c["fails"] else 0)' && \
 	  loadtest/k6.sh loadtest/k6/sale-contention.js
 
 bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
