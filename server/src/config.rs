@@ -369,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_complete_and_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/shardgate.example.toml");
+        let cfg = Config::load_from(Some(&path), Vec::new()).expect("example loads");
+        cfg.validate().unwrap();
+        // Every field is in the example, with its default value.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in toml::to_string(&Config::default()).unwrap().lines().filter(|l| l.contains(" = ")) {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from the example");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = Config::load_from(None, env(&[("WORKERS", "many")])).unwrap_err().to_string();
         assert!(err.contains("WORKERS"), "{err}");
