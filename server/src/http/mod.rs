@@ -45,7 +45,8 @@ fn request_id(req: &Request<Incoming>) -> HeaderValue {
 pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let start = Instant::now();
     let rid = request_id(&req);
-    let rid_str = rid.to_str().unwrap_or("-").to_owned();
+    // Borrowed from the header value (no copy); the value moves into the response last.
+    let rid_str = rid.to_str().unwrap_or("-");
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
     let (mut resp, route) = match router::find(&method, req.uri().path()) {
@@ -57,11 +58,10 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
                 Ok(r) => r,
                 Err(_) => Err(ApiError::Timeout(state.cfg.long_request_timeout_ms)),
             };
-            (out.unwrap_or_else(|e| e.into_response(&rid_str)), pattern)
+            (out.unwrap_or_else(|e| e.into_response(rid_str)), pattern)
         }
-        Err(e) => (e.into_response(&rid_str), "unmatched"),
+        Err(e) => (e.into_response(rid_str), "unmatched"),
     };
-    resp.headers_mut().insert(REQUEST_ID, rid);
     if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -74,6 +74,7 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
     if state.cfg.access_log {
         tracing::info!(target: "access", request_id = %rid_str, method = %method, route, status, micros = elapsed.as_micros() as u64);
     }
+    resp.headers_mut().insert(REQUEST_ID, rid);
     Ok(resp)
 }
 
