@@ -30,6 +30,8 @@
 # and any read that was not a cache hit in RESULTS/bench-cache-<timestamp>.log. Exit 2 when
 # it cannot run (no server, no endpoint yet, bad settings).
 set -uo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
@@ -47,26 +49,14 @@ VERIFY="${VERIFY:-5}"
 MIN_RATIO="${MIN_RATIO:-0.60}"
 P99_MS="${P99_MS:-5}"
 
-die() { echo "bench-cache.sh: $*" >&2; exit 2; }
-
 # --- guards: local target only, bounded durations --------------------------------------
-[[ "$BASE" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?$ ]] ||
-  die "refusing BASE=$BASE: use http://127.0.0.1[:port], localhost or [::1] (no path)"
-to_secs() { # 10s | 10 | 2m -> seconds
-  local v="$1"
-  if [[ "$v" =~ ^([0-9]+)s?$ ]]; then echo "${BASH_REMATCH[1]}"
-  elif [[ "$v" =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60))
-  else return 1; fi
-}
-SECS="$(to_secs "$DURATION")" || die "DURATION=$DURATION: use e.g. 10s or 2m"
-((SECS > 0 && SECS <= 3600)) || die "DURATION=$DURATION: use 1s..60m"
-WARM_SECS="$(to_secs "$WARMUP")" || die "WARMUP=$WARMUP: use e.g. 1s or 0"
-((WARM_SECS <= 60)) || die "WARMUP=$WARMUP: 60s at most"
+require_local_base
+duration_secs 3600 60m
+warmup_secs 60
 MISS_SECS="$(to_secs "$MISS_DURATION")" || die "MISS_DURATION=$MISS_DURATION: use e.g. 5s"
 [[ "$NEG_TTL" =~ ^[0-9]+$ ]] || die "NEG_TTL=$NEG_TTL: seconds"
 # The flood must fit in one negative-cache TTL for "<= MAX_LOOKUPS" to be the target.
 ((MISS_SECS > 0 && MISS_SECS < NEG_TTL)) || die "MISS_DURATION=$MISS_DURATION: use 1s..$((NEG_TTL - 1))s (under NEG_TTL=$NEG_TTL)"
-int_in() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); } # int_in <value> <min> <max>
 int_in "$USERS" 1 99999 || die "USERS=$USERS: use 1..99999"
 int_in "$CONNS" 1 1000 || die "CONNS=$CONNS: use 1..1000"
 int_in "$THREADS" 1 "$CONNS" || die "THREADS=$THREADS: use 1..CONNS ($CONNS)"
@@ -74,29 +64,16 @@ int_in "$THREADS" 1 "$CONNS" || die "THREADS=$THREADS: use 1..CONNS ($CONNS)"
 [[ "$MAX_LOOKUPS" =~ ^[0-9]+$ ]] || die "MAX_LOOKUPS=$MAX_LOOKUPS: a count"
 
 # --- tools -----------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  echo "bench-cache.sh: installing wrk (apt-get)" >&2
-  { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null || die "could not install wrk"
-fi
-for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
+need_tools "" curl python3
 
 RESULTS="${RESULTS:-$ROOT/loadtest/results}"
-mkdir -p "$RESULTS"
-STAMP="$(date +%Y%m%d-%H%M%S)"
-OUT="$RESULTS/bench-cache-$STAMP.txt"
-LOG="$RESULTS/bench-cache-$STAMP.log"
-TMP="$(mktemp -d /tmp/shardgate-bench-cache.XXXXXX)"
+open_results bench-cache
 # Run id: 5 base36 chars of the time + 2 random ones. Ids kb-<run>-<n> are 15 chars at
 # USERS=1000 (16 at most), kb-<run>-missing 18: all within the endpoint's 20.
-RUN="$(python3 -c 'import random, string, time
-a = string.digits + string.ascii_lowercase
-t, s = int(time.time()), ""
-while t: t, r = divmod(t, 36); s = a[r] + s
-print(s[-5:] + "".join(random.choice(a) for _ in range(2)))')"
+RUN="$(run_tag)"
 PREFIX="kb-$RUN"
 MISSING_ID="$PREFIX-missing"
 IDS="$TMP/ids.txt"
-: >"$LOG"
 : >"$IDS"
 
 # shellcheck disable=SC2317,SC2329 # called by the EXIT trap
@@ -229,55 +206,13 @@ run_wrk() {
   run_wrk_once "$label" "$secs" "${cmd[@]}" -- "${tail[@]}"
 }
 # run_wrk_once <label> <secs> <wrk args...> -- <url and its -- args>: the measured part.
-run_wrk_once() {
-  local label="$1" secs="$2"; shift 2
-  local pre=()
-  while (($# > 0)) && [[ "$1" != -- ]]; do pre+=("$1"); shift; done
-  shift
-  local out="$TMP/wrk-$label.out"
-  "${pre[@]}" -d"${secs}s" --latency "$@" >"$out" 2>&1
-  { echo "=== wrk $label: ${pre[*]} -d${secs}s --latency $*"; cat "$out"; } >>"$LOG"
-  python3 - "$out" <<'PY'
-import re, sys
-try: t = open(sys.argv[1]).read()
-except OSError: sys.exit(1)  # TMP already gone: interrupted
-m = re.search(r'Requests/sec:\s+([0-9.]+)', t)
-if not m:
-    sys.exit(1)
-p = re.search(r'^\s*99(?:\.000)?%\s+([0-9.]+)(us|ms|s|m)\s*$', t, re.M)
-p99 = 'nan'
-if p:
-    v, u = float(p.group(1)), p.group(2)
-    p99 = '%.3f' % (v * {'us': 0.001, 'ms': 1, 's': 1000, 'm': 60000}[u])
-n = re.search(r'Non-2xx or 3xx responses:\s+(\d+)', t)
-s = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', t)
-print(m.group(1), p99, int(n.group(1)) if n else 0, sum(int(x) for x in s.groups()) if s else 0)
-PY
-}
+run_wrk_once() { wrk_logged "$@"; wrk_stats "$TMP/wrk-$1.out"; }
 
 # --- the table -------------------------------------------------------------------------
-ROWS=()
-NPASS=0; NMISS=0; NSKIP=0
-row() { ROWS+=("$(printf '%-44s %14s %14s %7s %-22s %s' "$@")"); }
-fmt() { python3 -c 'import sys; v=float(sys.argv[1]); print(f"{v:,.0f}" if v >= 100 else f"{v:.2f}")' "$1"; }
-# verdict <ok 0|1> [note]: counts it and sets V (no subshell, so the counters stick).
-verdict() {
-  if [[ "$1" == 1 ]]; then NPASS=$((NPASS + 1)); V=PASS; else NMISS=$((NMISS + 1)); V=MISS; fi
-  [[ -z "${2:-}" ]] || V="$V $2"
-}
-skip_row() { NSKIP=$((NSKIP + 1)); row "$1" "n/a" "" "" "$2" "SKIP ($3)"; }
-info_row() { row "$1" "$2" "" "" "${3:-ceiling}" ""; }
-p99_row() { # p99_row <figure> <ms>
-  local ok
-  if [[ "$2" == nan ]]; then verdict 0 "(no 99% line)"; row "$1" "?" "" "" "< $P99_MS ms" "$V"; return; fi
-  ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) < float(sys.argv[2])))' "$2" "$P99_MS")"
-  verdict "$ok"
-  row "$1" "$2 ms" "" "" "< $P99_MS ms" "$V"
-}
+table_init 44 22
 
 # --- is there a shardgate with the endpoint? ---------------------------------------------
-health="$(curl -s -m 2 "$BASE/health" 2>/dev/null)"
-python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("status") == "ok" else 1)' "$health" 2>/dev/null ||
+is_healthy ||
   die "no healthy shardgate at $BASE/health (start it: make dev)"
 # An id nobody has (not the flood's): the endpoint answers 404 {"code":404,"message":"not found"};
 # the router's own 404 for an unknown path is {"error", "code": "ROUTE_NOT_FOUND"}.
@@ -285,10 +220,7 @@ read -r pcode pmsg _ < <(read_msg "$PREFIX-probe")
 [[ "$pcode" == 404 && "$pmsg" == not_found ]] ||
   die "GET /v1/users?user_id=... is not the cache endpoint yet (HTTP $pcode, message $pmsg for an unknown id; want 404 \"not found\")"
 
-LOAD0="$(cut -d' ' -f1 /proc/loadavg)"
-if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOAD0"; then
-  echo "bench-cache.sh: WARNING: load average $LOAD0 before the run: other work on this machine skews every figure" >&2
-fi
+warn_load ""
 echo "bench-cache.sh: run $RUN, DURATION=${SECS}s, wrk -t$THREADS -c$CONNS, BASE=$BASE" >&2
 
 # --- 1: users, warmed ------------------------------------------------------------------------
@@ -316,14 +248,10 @@ else H_RPS=""; skip_row "GET /health req/s" "ceiling" "wrk failed, see log"; fi
 echo "bench-cache.sh: wrk GET /v1/users?user_id= over $N_CREATED warmed ids (${SECS}s)" >&2
 if read -r C_RPS C_P99 C_NON C_SOCK < <(run_wrk hits "$SECS" "$BASE/v1/users" loadtest/wrk/cache.lua "$IDS"); then
   if [[ -n "$H_RPS" ]]; then
-    r="$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$C_RPS" "$H_RPS")"
-    ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) / float(sys.argv[2]) >= float(sys.argv[3])))' "$C_RPS" "$H_RPS" "$MIN_RATIO")"
-    verdict "$ok" "(of /health)"
-    row "cache hits GET /v1/users req/s (c$CONNS)" "$(fmt "$C_RPS")" "$(fmt "$H_RPS")" "$r" ">= $MIN_RATIO" "$V"
+    ratio_row "cache hits GET /v1/users req/s (c$CONNS)" "$C_RPS" "$H_RPS" "$MIN_RATIO" "(of /health)"
   else skip_row "cache hits GET /v1/users req/s" ">= $MIN_RATIO" "no /health ceiling"; fi
   p99_row "cache hits GET /v1/users p99" "$C_P99"
-  verdict "$((C_NON + C_SOCK == 0))"
-  row "cache hits errors (non-2xx + socket)" "$C_NON + $C_SOCK" "" "" "0" "$V"
+  zero_row "cache hits errors (non-2xx + socket)" "$((C_NON + C_SOCK))" "$C_NON + $C_SOCK"
 else skip_row "cache hits GET /v1/users req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
 
 # --- 4: still cache hits after the load -------------------------------------------------------
@@ -365,11 +293,7 @@ else skip_row "missing-id flood" "<= $MAX_LOOKUPS per ${NEG_TTL}s TTL" "wrk fail
   echo "shardgate bench-cache $STAMP  host $(hostname)  $(nproc) CPUs  loadavg before $LOAD0  duration ${SECS}s  wrk -t$THREADS -c$CONNS --latency  warm-up ${WARM_SECS}s"
   echo "BASE=$BASE  run $RUN  users $PREFIX-1..$USERS  ceiling: shardgate's own GET /health in the same run  missing id $MISSING_ID"
   echo
-  printf '%-44s %14s %14s %7s %-22s %s\n' figure value ceiling ratio target result
-  printf '%s\n' "${ROWS[@]}"
-  echo
-  echo "PASS $NPASS  MISS $NMISS  SKIP $NSKIP"
+  print_table
+  print_counts
 } | tee "$OUT"
-echo "bench-cache.sh: table $OUT, raw output $LOG" >&2
-if [[ "${STRICT:-0}" == 1 ]] && ((NMISS > 0)); then exit 1; fi
-exit 0
+finish

@@ -47,6 +47,8 @@
 # counters (/status); holds not bought expire (RESERVATION_TIMEOUT_SECONDS) and give their
 # capacity back. A fresh SALE_NAME per run keeps every run's counters apart.
 set -uo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
@@ -67,27 +69,14 @@ PGUSER="${PGUSER:-postgres}"
 PG_PRIMARY_PORT="${PG_PRIMARY_PORT:-5440}"
 export PGHOST PGPORT PGDATABASE PGUSER
 
-die() { echo "bench-sale.sh: $*" >&2; exit 2; }
-
 # --- guards: local targets only, bounded durations -------------------------------------
-[[ "$BASE" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?$ ]] ||
-  die "refusing BASE=$BASE: use http://127.0.0.1[:port], localhost or [::1] (no path)"
-[[ "$PGHOST" == 127.0.0.1 || "$PGHOST" == localhost || "$PGHOST" == ::1 ]] ||
-  die "refusing PGHOST=$PGHOST: only this machine"
-to_secs() { # 10s | 10 | 2m -> seconds
-  local v="$1"
-  if [[ "$v" =~ ^([0-9]+)s?$ ]]; then echo "${BASH_REMATCH[1]}"
-  elif [[ "$v" =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60))
-  else return 1; fi
-}
-SECS="$(to_secs "$DURATION")" || die "DURATION=$DURATION: use e.g. 10s or 2m"
-((SECS > 0 && SECS <= 600)) || die "DURATION=$DURATION: use 1s..10m"
-WARM_SECS="$(to_secs "$WARMUP")" || die "WARMUP=$WARMUP: use e.g. 1s or 0"
-((WARM_SECS <= 60)) || die "WARMUP=$WARMUP: 60s at most"
+require_local_base
+require_local_pghost
+duration_secs 600 10m
+warmup_secs 60
 HOLD_SECS="${HOLD_SECS:-$SECS}"
 HOLD_SECS="$(to_secs "$HOLD_SECS")" || die "HOLD_SECS: use e.g. 10s"
 ((HOLD_SECS > 0 && HOLD_SECS <= 600)) || die "HOLD_SECS=$HOLD_SECS: use 1s..10m"
-int_in() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); } # int_in <value> <min> <max>
 int_in "$ITEMS" 1 100000 || die "ITEMS=$ITEMS: use 1..100000"
 int_in "$USERS" 1 1000000 || die "USERS=$USERS: use 1..1000000"
 # pgbench ids are base * 10^8 + (client + 1) * 10^6 + seq: at most 98 clients.
@@ -98,35 +87,18 @@ for r in "$CHECKOUT_RATIO" "$PURCHASE_RATIO"; do
 done
 
 # --- tools -----------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  echo "bench-sale.sh: installing wrk (apt-get)" >&2
-  { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null || die "could not install wrk"
-fi
-for tool in curl python3 pgbench psql; do
-  command -v "$tool" >/dev/null || die "$tool is needed (pgbench and psql: postgresql-client)"
-done
+need_tools " (pgbench and psql: postgresql-client)" curl python3 pgbench psql
 LUA="$ROOT/loadtest/wrk/checkout.lua"
 
 RESULTS="${RESULTS:-$ROOT/loadtest/results}"
-mkdir -p "$RESULTS"
-STAMP="$(date +%Y%m%d-%H%M%S)"
-OUT="$RESULTS/bench-sale-$STAMP.txt"
-LOG="$RESULTS/bench-sale-$STAMP.log"
-TMP="$(mktemp -d /tmp/shardgate-bench-sale.XXXXXX)"
+open_results bench-sale
 # Run tag: 5 base36 chars of the time + 2 random ones. The longest id, sh<RUN>-<thread>-<n>,
 # stays near 20 characters (the sale's limit is 64).
-RUN="$(python3 -c 'import random, string, time
-a = string.digits + string.ascii_lowercase
-t, s = int(time.time()), ""
-while t: t, r = divmod(t, 36); s = a[r] + s
-print(s[-5:] + "".join(random.choice(a) for _ in range(2)))')"
+RUN="$(run_tag)"
 PG_BASE="$(date +%s)"          # pgbench rows: all digits, PG_BASE * 10^8 + ...
 PG_USED=0
 SALE_USED=0
 CODES="$TMP/codes"
-: >"$LOG"
-
-psqlq() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 # shellcheck disable=SC2317,SC2329 # called by the EXIT trap
 cleanup() {
@@ -156,38 +128,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- helpers -----------------------------------------------------------------------------
-# wrk_kv <wrk output file>: KEY=VALUE lines: rps, p99 (ms, or nan), sock (socket errors),
-# and every "name value" pair of the checkout.lua: lines (n2xx, n4xx, n5xx, nother, holds,
-# first_ok, ..., refusals as one CODE=n,CODE=n string).
-wrk_kv() {
-  python3 - "$1" <<'PY'
-import re, sys
-try: t = open(sys.argv[1]).read()
-except OSError: sys.exit(1)  # TMP already gone: interrupted
-m = re.search(r'Requests/sec:\s+([0-9.]+)', t)
-if not m:
-    sys.exit(1)
-kv = {"rps": m.group(1), "p99": "nan"}
-p = re.search(r'^\s*99(?:\.000)?%\s+([0-9.]+)(us|ms|s|m)\s*$', t, re.M)
-if p:
-    v, u = float(p.group(1)), p.group(2)
-    kv["p99"] = '%.3f' % (v * {'us': 0.001, 'ms': 1, 's': 1000, 'm': 60000}[u])
-s = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', t)
-kv["sock"] = str(sum(int(x) for x in s.groups()) if s else 0)
-for line in t.splitlines():
-    if line.startswith("checkout.lua: refusals "):
-        kv["refusals"] = ",".join(line.split()[2:])
-    elif line.startswith("checkout.lua: "):
-        w = line.split()[1:]
-        for k, v in zip(w[0::2], w[1::2]):
-            kv[{"2xx": "n2xx", "4xx": "n4xx", "5xx": "n5xx", "other": "nother"}.get(k, k)] = v
-for k, v in kv.items():
-    print(f"{k}={v}")
-PY
-}
-
 # run_wrk <label> <secs> <warm 0|1> <url> [checkout.lua args...]: the raw output goes to LOG;
-# fills the associative array W from wrk_kv. A WARM_SECS run first when <warm> is 1.
+# fills the associative array W from wrk_stats ... kv. A WARM_SECS run first when <warm> is 1.
 declare -A W
 run_wrk() {
   local label="$1" secs="$2" warm="$3" url="$4"; shift 4
@@ -195,31 +137,11 @@ run_wrk() {
   local tail=("$url")
   if (($# > 0)); then cmd+=(-s "$LUA"); tail+=(-- "$@"); fi
   if ((warm && WARM_SECS > 0)); then "${cmd[@]}" -d"${WARM_SECS}s" "${tail[@]}" >/dev/null 2>&1; fi
-  local out="$TMP/wrk-$label.out"
-  "${cmd[@]}" -d"${secs}s" --latency "${tail[@]}" >"$out" 2>&1
-  { echo "=== wrk $label: ${cmd[*]} -d${secs}s --latency ${tail[*]}"; cat "$out"; } >>"$LOG"
+  wrk_logged "$label" "$secs" "${cmd[@]}" -- "${tail[@]}"
   W=()
   local k v
-  while IFS='=' read -r k v; do W[$k]="$v"; done < <(wrk_kv "$out")
+  while IFS='=' read -r k v; do W[$k]="$v"; done < <(wrk_stats "$TMP/wrk-$label.out" kv)
   [[ -n "${W[rps]:-}" ]]
-}
-
-# run_pgbench <script> [-D ...]: appends the raw output to LOG, prints "tps p99_ms".
-run_pgbench() {
-  local script="$1"; shift
-  local name; name="$(basename "$script" .sql)"
-  local out="$TMP/pgbench-$name.out"
-  mkdir -p "$TMP/pglog-$name"
-  pgbench -n -M extended -c "$CONNS" -j "$THREADS" -T "$SECS" \
-    -l --log-prefix="$TMP/pglog-$name/tx" "$@" -f "$script" "$PGDATABASE" >"$out" 2>&1
-  { echo "=== pgbench $script $*"; cat "$out"; } >>"$LOG"
-  local tps; tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | tail -1)"
-  [[ -n "$tps" ]] || return 1
-  # Per-transaction log: field 3 is the latency in microseconds.
-  local p99
-  p99="$(cat "$TMP/pglog-$name"/tx.* | awk '{print $3}' | sort -n |
-    awk '{a[NR]=$1} END {if (NR==0) exit 1; i=int(NR*0.99+0.999999); if (i<1) i=1; printf "%.3f", a[i]/1000}')"
-  echo "$tps ${p99:-nan}"
 }
 
 # http_json <method> <path>: prints "<status> <compact JSON body or ->" (curl, 2 s).
@@ -242,28 +164,7 @@ print(v)' "$1" "$2"
 }
 
 # --- the table -------------------------------------------------------------------------
-ROWS=()
-NPASS=0; NMISS=0; NSKIP=0
-row() { ROWS+=("$(printf '%-46s %14s %14s %7s %-22s %s' "$@")"); }
-fmt() { python3 -c 'import sys; v=float(sys.argv[1]); print(f"{v:,.0f}" if v >= 100 else f"{v:.2f}")' "$1"; }
-# verdict <ok 0|1> [note]: counts it and sets V (no subshell, so the counters stick).
-verdict() {
-  if [[ "$1" == 1 ]]; then NPASS=$((NPASS + 1)); V=PASS; else NMISS=$((NMISS + 1)); V=MISS; fi
-  [[ -z "${2:-}" ]] || V="$V $2"
-}
-skip_row() { NSKIP=$((NSKIP + 1)); row "$1" "n/a" "" "" "$2" "SKIP ($3)"; }
-info_row() { row "$1" "$2" "" "" "${3:-ceiling}" ""; }
-ratio_row() { # ratio_row <figure> <value> <ceiling> <min ratio> <note>
-  local r ok
-  r="$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$2" "$3")"
-  ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) / float(sys.argv[2]) >= float(sys.argv[3])))' "$2" "$3" "$4")"
-  verdict "$ok" "$5"
-  row "$1" "$(fmt "$2")" "$(fmt "$3")" "$r" ">= $4" "$V"
-}
-zero_row() { # zero_row <figure> <count> [shown value]
-  verdict "$(($2 == 0))"
-  row "$1" "${3:-$2}" "" "" "0" "$V"
-}
+table_init 46 22
 
 # --- is there a shardgate with the sale endpoints? ------------------------------------------
 read -r hcode hbody < <(http_json GET /health)
@@ -280,10 +181,7 @@ read -r s0code S0 < <(http_json GET /status)
 [[ "$(status_field "$S0" sale_status)" == active ]] ||
   echo "bench-sale.sh: WARNING: sale_status is $(status_field "$S0" sale_status): checkouts will be refused" >&2
 
-LOAD0="$(cut -d' ' -f1 /proc/loadavg)"
-if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOAD0"; then
-  echo "bench-sale.sh: WARNING: load average $LOAD0 before the run: other work on this machine skews every figure" >&2
-fi
+warn_load ""
 echo "bench-sale.sh: run $RUN, DURATION=${SECS}s, wrk -t$THREADS -c$CONNS, BASE=$BASE" >&2
 echo "=== /status before: $S0" >>"$LOG"
 SALE_USED=1
@@ -381,13 +279,9 @@ fi
   echo "shardgate bench-sale $STAMP  host $(hostname)  $(nproc) CPUs  loadavg before $LOAD0  duration ${SECS}s  wrk -t$THREADS -c$CONNS --latency  warm-up ${WARM_SECS}s  pgbench -c $CONNS -j $THREADS -M extended via $PGHOST:$PGPORT"
   echo "BASE=$BASE  run $RUN  contention: items sc$RUN-0..$((ITEMS - 1)), users su$RUN-0..$((USERS - 1))  holds: sh$RUN-<thread>-<n> for ${HOLD_SECS}s"
   echo
-  printf '%-46s %14s %14s %7s %-22s %s\n' figure value ceiling ratio target result
-  printf '%s\n' "${ROWS[@]}"
-  echo
+  print_table
   [[ -z "$REFUSALS" ]] || echo "checkout refusals by code: ${REFUSALS//,/ }"
   [[ -z "$STATUS_NOTE" ]] || echo "/status during the run: $STATUS_NOTE"
-  echo "PASS $NPASS  MISS $NMISS  SKIP $NSKIP"
+  print_counts
 } | tee "$OUT"
-echo "bench-sale.sh: table $OUT, raw output $LOG" >&2
-if [[ "${STRICT:-0}" == 1 ]] && ((NMISS > 0)); then exit 1; fi
-exit 0
+finish

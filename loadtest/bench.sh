@@ -26,6 +26,8 @@
 # Output: the table on stdout and in loadtest/results/bench-<timestamp>.txt, the raw tool
 # output in loadtest/results/bench-<timestamp>.log.
 set -uo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
@@ -46,51 +48,27 @@ P99_MS="${P99_MS:-10}"
 RSS_MIB="${RSS_MIB:-64}"
 export PGHOST PGPORT PGDATABASE PGUSER
 
-die() { echo "bench.sh: $*" >&2; exit 2; }
-
 # --- guards: local targets only, bounded durations -------------------------------------
-[[ "$BASE" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?$ ]] ||
-  die "refusing BASE=$BASE: use http://127.0.0.1[:port], localhost or [::1] (no path)"
-[[ "$PGHOST" == 127.0.0.1 || "$PGHOST" == localhost || "$PGHOST" == ::1 ]] ||
-  die "refusing PGHOST=$PGHOST: only this machine"
-to_secs() { # 10s | 10 | 2m -> seconds
-  local v="$1"
-  if [[ "$v" =~ ^([0-9]+)s?$ ]]; then echo "${BASH_REMATCH[1]}"
-  elif [[ "$v" =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60))
-  else return 1; fi
-}
-SECS="$(to_secs "$DURATION")" || die "DURATION=$DURATION: use e.g. 10s or 2m"
-((SECS > 0 && SECS <= 3600)) || die "DURATION=$DURATION: use 1s..60m"
-WARM_SECS="$(to_secs "$WARMUP")" || die "WARMUP=$WARMUP: use e.g. 1s or 0"
+require_local_base
+require_local_pghost
+duration_secs 3600 60m
+warmup_secs 0
 # pgbench ids are RUN * 10^8 + (client + 1) * 10^6 + seq, seeds RUN * 10^8 + n: keep the blocks apart.
 ((PG_ROWS >= 1 && PG_ROWS < 1000000)) || die "PG_ROWS=$PG_ROWS: use 1..999999"
 ((CONNS >= 1 && CONNS <= 98)) || die "CONNS=$CONNS: use 1..98"
 
 # --- tools -----------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  echo "bench.sh: installing wrk (apt-get)" >&2
-  { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null || die "could not install wrk"
-fi
-for tool in pgbench psql curl python3; do
-  command -v "$tool" >/dev/null || die "$tool is needed (pgbench and psql: postgresql-client)"
-done
+need_tools " (pgbench and psql: postgresql-client)" pgbench psql curl python3
 
 RESULTS="$ROOT/loadtest/results"
-mkdir -p "$RESULTS"
-STAMP="$(date +%Y%m%d-%H%M%S)"
-OUT="$RESULTS/bench-$STAMP.txt"
-LOG="$RESULTS/bench-$STAMP.log"
-TMP="$(mktemp -d /tmp/shardgate-bench.XXXXXX)"
+open_results bench
 RUN="$(date +%s)"              # run number: all digits, unique per second
 API_PREFIX="wb${RUN}$$"        # shardgate rows of this run: wbNNN-..., no '_' (LIKE wildcard)
 HELLO_PID=""
 SEEDED=0
 API_USED=0
-: >"$LOG"
 
-psqlq() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
-
-# shellcheck disable=SC2329 # called by the EXIT trap
+# shellcheck disable=SC2317,SC2329 # called by the EXIT trap
 cleanup() {
   [[ -n "$HELLO_PID" ]] && kill "$HELLO_PID" 2>/dev/null && wait "$HELLO_PID" 2>/dev/null
   if [[ "${KEEP:-0}" != 1 ]]; then
@@ -115,24 +93,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- helpers -----------------------------------------------------------------------------
-# pgbench <script> [-D ...]: appends the raw output to LOG, prints "tps p99_ms" (or nothing).
-run_pgbench() {
-  local script="$1"; shift
-  local name; name="$(basename "$script" .sql)"
-  local out="$TMP/pgbench-$name.out"
-  mkdir -p "$TMP/pglog-$name"
-  pgbench -n -M extended -c "$CONNS" -j "$THREADS" -T "$SECS" \
-    -l --log-prefix="$TMP/pglog-$name/tx" "$@" -f "$script" "$PGDATABASE" >"$out" 2>&1
-  { echo "=== pgbench $script $*"; cat "$out"; } >>"$LOG"
-  local tps; tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | tail -1)"
-  [[ -n "$tps" ]] || return 1
-  # Per-transaction log: field 3 is the latency in microseconds.
-  local p99
-  p99="$(cat "$TMP/pglog-$name"/tx.* | awk '{print $3}' | sort -n |
-    awk '{a[NR]=$1} END {if (NR==0) exit 1; i=int(NR*0.99+0.999999); if (i<1) i=1; printf "%.3f", a[i]/1000}')"
-  echo "$tps ${p99:-nan}"
-}
-
 # run_wrk <label> <url> [lua-script [script args...]]: appends the raw output to LOG, prints
 # "req_per_s p99_ms errors" (errors = non-2xx/3xx responses + socket errors).
 run_wrk() {
@@ -147,29 +107,10 @@ run_wrk() {
     if (($# > 0)); then warm+=(w); fi
     "${cmd[@]}" -d"${WARM_SECS}s" "${warm[@]}" >/dev/null 2>&1
   fi
-  local out="$TMP/wrk.out"
-  "${cmd[@]}" -d"${SECS}s" --latency "${tail[@]}" >"$out" 2>&1
-  { echo "=== wrk $label: ${cmd[*]} -d${SECS}s --latency ${tail[*]}"; cat "$out"; } >>"$LOG"
-  python3 - "$out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-m = re.search(r'Requests/sec:\s+([0-9.]+)', t)
-if not m:
-    sys.exit(1)
-p = re.search(r'^\s*99(?:\.000)?%\s+([0-9.]+)(us|ms|s|m)\s*$', t, re.M)
-p99 = 'nan'
-if p:
-    v, u = float(p.group(1)), p.group(2)
-    p99 = '%.3f' % (v * {'us': 0.001, 'ms': 1, 's': 1000, 'm': 60000}[u])
-err = 0
-n = re.search(r'Non-2xx or 3xx responses:\s+(\d+)', t)
-if n:
-    err += int(n.group(1))
-s = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', t)
-if s:
-    err += sum(int(x) for x in s.groups())
-print(m.group(1), p99, err)
-PY
+  wrk_logged "$label" "$SECS" "${cmd[@]}" -- "${tail[@]}"
+  local rps p99 non sock
+  read -r rps p99 non sock < <(wrk_stats "$TMP/wrk-$label.out") || return 1
+  echo "$rps $p99 $((non + sock))"
 }
 
 free_port() {
@@ -203,7 +144,7 @@ print(len(ids))
 PY
 }
 
-# shellcheck disable=SC2329 # called from cleanup
+# shellcheck disable=SC2317,SC2329 # called from cleanup
 api_delete() {
   python3 - "$BASE" "$1" <<'PY'
 import http.client, sys, urllib.parse
@@ -255,36 +196,9 @@ PY
 }
 
 # --- the table -------------------------------------------------------------------------
-ROWS=()
-NPASS=0; NMISS=0; NSKIP=0
-row() { ROWS+=("$(printf '%-40s %14s %14s %7s %-10s %s' "$@")"); }
-fmt() { python3 -c 'import sys; v=float(sys.argv[1]); print(f"{v:,.0f}" if v >= 100 else f"{v:.2f}")' "$1"; }
-# verdict <ok 0|1> [note]: counts it and sets V (no subshell, so the counters stick).
-verdict() {
-  if [[ "$1" == 1 ]]; then NPASS=$((NPASS + 1)); V=PASS; else NMISS=$((NMISS + 1)); V=MISS; fi
-  [[ -z "${2:-}" ]] || V="$V $2"
-}
-ratio_row() { # ratio_row <figure> <value> <ceiling> <ceiling label>
-  local r ok
-  r="$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$2" "$3")"
-  ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) / float(sys.argv[2]) >= float(sys.argv[3])))' "$2" "$3" "$MIN_RATIO")"
-  verdict "$ok" "(ceiling: $4)"
-  row "$1" "$(fmt "$2")" "$(fmt "$3")" "$r" ">= $MIN_RATIO" "$V"
-}
-p99_row() { # p99_row <figure> <ms>
-  local ok
-  if [[ "$2" == nan ]]; then verdict 0 "(no 99% line)"; row "$1" "?" "" "" "< $P99_MS ms" "$V"; return; fi
-  ok="$(python3 -c 'import sys; print(int(float(sys.argv[1]) < float(sys.argv[2])))' "$2" "$P99_MS")"
-  verdict "$ok"
-  row "$1" "$2 ms" "" "" "< $P99_MS ms" "$V"
-}
-skip_row() { NSKIP=$((NSKIP + 1)); row "$1" "n/a" "" "" "$2" "SKIP ($3)"; }
-info_row() { row "$1" "$2" "" "" "ceiling" ""; }
+table_init 40 10
 
-LOAD0="$(cut -d' ' -f1 /proc/loadavg)"
-if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOAD0"; then
-  echo "bench.sh: WARNING: load average $LOAD0 before the run: other work on this machine (a cargo build?) skews every figure" >&2
-fi
+warn_load " (a cargo build?)"
 echo "bench.sh: DURATION=${SECS}s, wrk -t$THREADS -c$CONNS, pgbench -c $CONNS -j $THREADS via $PGHOST:$PGPORT, BASE=$BASE" >&2
 
 # --- 1, 2: pgbench through PgBouncer shard 0 ----------------------------------------------
@@ -356,15 +270,13 @@ else
 fi
 
 # --- 4, 5, 6: shardgate ---------------------------------------------------------------------
-health="$(curl -s -m 2 "$BASE/health" 2>/dev/null)"
-if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("status") == "ok" else 1)' "$health" 2>/dev/null; then
+if is_healthy; then
   echo "bench.sh: wrk $BASE/health (${SECS}s)" >&2
   if read -r H_RPS H_P99 H_ERR < <(run_wrk health "$BASE/health"); then
-    if [[ -n "$HELLO_RPS" ]]; then ratio_row "shardgate GET /health req/s" "$H_RPS" "$HELLO_RPS" "hello-world"
+    if [[ -n "$HELLO_RPS" ]]; then ratio_row "shardgate GET /health req/s" "$H_RPS" "$HELLO_RPS" "$MIN_RATIO" "(ceiling: hello-world)"
     else skip_row "shardgate GET /health req/s" ">= $MIN_RATIO" "no hello ceiling"; fi
     p99_row "shardgate GET /health p99" "$H_P99"
-    verdict "$((H_ERR == 0))"
-    row "shardgate GET /health errors" "$H_ERR" "" "" "0" "$V"
+    zero_row "shardgate GET /health errors" "$H_ERR"
   else skip_row "shardgate GET /health req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
 
   echo "bench.sh: creating $API_ROWS users through the API" >&2
@@ -373,11 +285,10 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
   if [[ "${n_ids:-0}" -gt 0 ]]; then
     echo "bench.sh: wrk GET /api/v1/users/:id over $n_ids ids (${SECS}s)" >&2
     if read -r G_RPS G_P99 G_ERR < <(run_wrk get "$BASE/api/v1/users/" loadtest/wrk/get.lua "$TMP/ids.txt"); then
-      if [[ -n "$SEL_TPS" ]]; then ratio_row "shardgate GET /api/v1/users/:id req/s" "$G_RPS" "$SEL_TPS" "pgbench select"
+      if [[ -n "$SEL_TPS" ]]; then ratio_row "shardgate GET /api/v1/users/:id req/s" "$G_RPS" "$SEL_TPS" "$MIN_RATIO" "(ceiling: pgbench select)"
       else skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
       p99_row "shardgate GET /api/v1/users/:id p99" "$G_P99"
-      verdict "$((G_ERR == 0))"
-      row "shardgate GET /api/v1/users/:id errors" "$G_ERR" "" "" "0" "$V"
+      zero_row "shardgate GET /api/v1/users/:id errors" "$G_ERR"
     else skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
   else
     skip_row "shardgate GET /api/v1/users/:id req/s" ">= $MIN_RATIO" "creating users failed, see log"
@@ -386,13 +297,12 @@ if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("statu
   echo "bench.sh: wrk POST /api/v1/users/ (${SECS}s)" >&2
   if read -r P_RPS P_P99 P_ERR < <(run_wrk post "$BASE/api/v1/users/" loadtest/wrk/post.lua "$API_PREFIX"); then
     if [[ -n "${INS5_TPS:-}" && "$INS5_TPS" != 0 ]]; then
-      ratio_row "shardgate POST req/s vs 5-shard ceiling" "$P_RPS" "$INS5_TPS" "pgbench insert x5 PgBouncers"
+      ratio_row "shardgate POST req/s vs 5-shard ceiling" "$P_RPS" "$INS5_TPS" "$MIN_RATIO" "(ceiling: pgbench insert x5 PgBouncers)"
     fi
-    if [[ -n "$INS_TPS" ]]; then ratio_row "shardgate POST /api/v1/users/ req/s" "$P_RPS" "$INS_TPS" "pgbench insert"
+    if [[ -n "$INS_TPS" ]]; then ratio_row "shardgate POST /api/v1/users/ req/s" "$P_RPS" "$INS_TPS" "$MIN_RATIO" "(ceiling: pgbench insert)"
     else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "no pgbench ceiling"; fi
     p99_row "shardgate POST /api/v1/users/ p99" "$P_P99"
-    verdict "$((P_ERR == 0))"
-    row "shardgate POST /api/v1/users/ errors" "$P_ERR" "" "" "0" "$V"
+    zero_row "shardgate POST /api/v1/users/ errors" "$P_ERR"
   else skip_row "shardgate POST /api/v1/users/ req/s" ">= $MIN_RATIO" "wrk failed, see log"; fi
 
   # RSS of the shardgate serving BASE (its supervisor and every worker), after the load.
@@ -418,11 +328,7 @@ fi
   echo "shardgate bench $STAMP  host $(hostname)  $(nproc) CPUs  loadavg before $LOAD0  duration ${SECS}s  wrk -t$THREADS -c$CONNS --latency  pgbench -c $CONNS -j $THREADS -M extended via $PGHOST:$PGPORT"
   echo "BASE=$BASE  ceilings: pgbench loadtest/pgbench/{select,insert}.sql on the users table through the same PgBouncer; hello = server/examples/hello.rs"
   echo
-  printf '%-40s %14s %14s %7s %-10s %s\n' figure value ceiling ratio target result
-  printf '%s\n' "${ROWS[@]}"
-  echo
-  echo "PASS $NPASS  MISS $NMISS  SKIP $NSKIP"
+  print_table
+  print_counts
 } | tee "$OUT"
-echo "bench.sh: table $OUT, raw output $LOG" >&2
-if [[ "${STRICT:-0}" == 1 ]] && ((NMISS > 0)); then exit 1; fi
-exit 0
+finish

@@ -34,24 +34,17 @@ import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
 import { Rate, Counter } from 'k6/metrics';
+import {
+  BASE_URL, JSON_HEADERS, bodyText, checkRunTag, constantVusOptions, objectBody, profile, requireHealthy, runTag,
+} from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
-if (!/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?(\/.*)?$/.test(BASE_URL)) {
-  throw new Error(`refusing BASE_URL=${BASE_URL}: only 127.0.0.1, localhost or [::1]`);
-}
 const API = `${BASE_URL}/api/v1/users/`;
 const READ = `${BASE_URL}/v1/users?user_id=`;
 
-const PROFILES = {
+const { PROFILE, VUS, DURATION } = profile({
   smoke: { vus: 10, duration: '15s' },
   load: { vus: 128, duration: '60s' },
-};
-const PROFILE = __ENV.PROFILE || 'load';
-if (!PROFILES[PROFILE]) {
-  throw new Error(`unknown PROFILE=${PROFILE}; use one of ${Object.keys(PROFILES).join(', ')}`);
-}
-const VUS = parseInt(__ENV.VUS || PROFILES[PROFILE].vus, 10);
-const DURATION = __ENV.DURATION || PROFILES[PROFILE].duration;
+}, 'load');
 const P99_MS = Number(__ENV.P99_MS || 50);
 const FAIL_RATE = Number(__ENV.FAIL_RATE || 0.01);
 const CHECK_RATE = Number(__ENV.CHECK_RATE || 0.99);
@@ -64,9 +57,7 @@ if (!(USERS >= 1 && USERS <= 99999)) throw new Error(`USERS=${USERS}: use 1..999
 if (!(W_MISSING >= 0 && W_INVALID >= 0 && W_MISSING + W_INVALID <= 100)) {
   throw new Error(`W_MISSING=${W_MISSING} W_INVALID=${W_INVALID}: percentages, 100 at most together`);
 }
-if (__ENV.RUN_TAG && !/^[a-z0-9]{1,8}$/.test(__ENV.RUN_TAG)) {
-  throw new Error(`RUN_TAG=${__ENV.RUN_TAG}: use [a-z0-9]{1,8}`);
-}
+checkRunTag();
 
 // The endpoint's id rule (note: 20 characters at most, not the users API's 64).
 const ID_RE = /^[A-Za-z0-9_-]{1,20}$/;
@@ -85,45 +76,17 @@ const thresholds = {
 // Per kind of read (also makes the summary show each one on its own line).
 for (const op of OPS) thresholds[`http_req_duration{op:${op}}`] = [`p(99)<${P99_MS}`];
 
-export const options = {
-  scenarios: {
-    reads: {
-      executor: 'constant-vus',
-      vus: VUS,
-      duration: DURATION,
-      gracefulStop: '5s',
-    },
-  },
-  thresholds,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
-  userAgent: 'shardgate-k6/1.0',
-  setupTimeout: '120s',
-  teardownTimeout: '120s',
-};
+export const options = constantVusOptions('reads', VUS, DURATION, thresholds, '120s');
 
 // Reads of a warmed user that were cache hits ("ok:redis"); "ok:postgres" adds a false.
 const cacheHitRate = new Rate('cache_hit_rate');
 const reads = new Counter('cache_reads');
 
-function body(res) {
-  try {
-    const b = res.json();
-    return b !== null && typeof b === 'object' && !Array.isArray(b) ? b : null;
-  } catch (_) {
-    return null;
-  }
-}
+const body = objectBody;
 
 function hasMetadata(b) {
   return b !== null && b.metadata !== null && typeof b.metadata === 'object' &&
     b.metadata.version === 'v1' && typeof b.metadata.timestamp === 'string' && b.metadata.timestamp.length > 0;
-}
-
-function tag4() {
-  const a = '0123456789abcdefghijklmnopqrstuvwxyz';
-  let s = '';
-  for (let i = 0; i < 4; i++) s += a[Math.floor(Math.random() * a.length)];
-  return s;
 }
 
 const userId = (tag, n) => `kc-${tag}-${n}`;
@@ -135,12 +98,8 @@ function readParams(op, extra) {
 }
 
 export function setup() {
-  const h = http.get(`${BASE_URL}/health`, { timeout: '5s', tags: { phase: 'setup', name: 'GET /health' } });
-  const hb = body(h);
-  if (h.status !== 200 || !hb || hb.status !== 'ok') {
-    exec.test.abort(`shardgate is not healthy at ${BASE_URL}/health (status ${h.status}): start it with make dev`);
-  }
-  const tag = __ENV.RUN_TAG || tag4();
+  requireHealthy({ phase: 'setup', name: 'GET /health' });
+  const tag = runTag();
 
   // Does the endpoint exist? An id nobody has: 404 with the contract's body, not the
   // router's {"error", "code": "ROUTE_NOT_FOUND"}.
@@ -148,12 +107,12 @@ export function setup() {
   const pb = body(probe);
   if (!pb || pb.code !== 404 || pb.message !== 'not found') {
     exec.test.abort(`GET /v1/users?user_id=... does not answer as the cache endpoint should ` +
-      `(status ${probe.status}, body ${String(probe.body).slice(0, 200)}): is it implemented and deployed?`);
+      `(status ${probe.status}, body ${bodyText(probe)}): is it implemented and deployed?`);
   }
 
   const created = [];
   const postParams = {
-    headers: { 'Content-Type': 'application/json' },
+    headers: JSON_HEADERS,
     timeout: TIMEOUT,
     tags: { phase: 'setup', name: 'POST /api/v1/users/' },
     responseCallback: http.expectedStatuses(201, 409),
@@ -165,7 +124,7 @@ export function setup() {
     const r = http.post(API, JSON.stringify(payload), postParams);
     // 409: someone else's row with that id; leave it alone (not read, not deleted).
     if (r.status === 201) created.push(n);
-    else if (r.status !== 409) console.warn(`setup: create ${id}: HTTP ${r.status} ${String(r.body).slice(0, 200)}`);
+    else if (r.status !== 409) console.warn(`setup: create ${id}: HTTP ${r.status} ${bodyText(r)}`);
   }
   check(created, { 'setup: created at least 90% of the users': (c) => c.length >= USERS * 0.9 });
   if (created.length === 0) exec.test.abort('setup: could not create any user (see the warnings above)');
@@ -180,7 +139,7 @@ export function setup() {
     res.forEach((r, j) => {
       const b = body(r);
       if (r.status === 200 && b && (b.message === 'ok:postgres' || b.message === 'ok:redis')) warmed++;
-      else console.warn(`setup: warm ${userId(tag, chunk[j])}: HTTP ${r.status} ${String(r.body).slice(0, 200)}`);
+      else console.warn(`setup: warm ${userId(tag, chunk[j])}: HTTP ${r.status} ${bodyText(r)}`);
     });
   }
   check(warmed, { 'setup: every created user warmed (200)': (w) => w === created.length });

@@ -40,22 +40,13 @@ import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
+import { BASE_URL, bodyText, checkRunTag, constantVusOptions, objectBody, profile, requireHealthy, runTag } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
-if (!/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?(\/.*)?$/.test(BASE_URL)) {
-  throw new Error(`refusing BASE_URL=${BASE_URL}: only 127.0.0.1, localhost or [::1]`);
-}
 
-const PROFILES = {
+const { PROFILE, VUS, DURATION } = profile({
   smoke: { vus: 20, duration: '15s' },
   load: { vus: 200, duration: '60s' },
-};
-const PROFILE = __ENV.PROFILE || 'load';
-if (!PROFILES[PROFILE]) {
-  throw new Error(`unknown PROFILE=${PROFILE}; use one of ${Object.keys(PROFILES).join(', ')}`);
-}
-const VUS = parseInt(__ENV.VUS || PROFILES[PROFILE].vus, 10);
-const DURATION = __ENV.DURATION || PROFILES[PROFILE].duration;
+}, 'load');
 const ITEMS = parseInt(__ENV.ITEMS || 50, 10);
 const REPEAT_PCT = Number(__ENV.REPEAT_PCT || 10);
 const FAIL_RATE = Number(__ENV.FAIL_RATE || 0.001);
@@ -65,9 +56,7 @@ const TIMEOUT = __ENV.REQ_TIMEOUT || '5s';
 if (!(VUS >= 1 && VUS <= 5000)) throw new Error(`VUS=${VUS}: use 1..5000`);
 if (!(ITEMS >= 1 && ITEMS <= 100000)) throw new Error(`ITEMS=${ITEMS}: use 1..100000`);
 if (!(REPEAT_PCT >= 0 && REPEAT_PCT <= 100)) throw new Error(`REPEAT_PCT=${REPEAT_PCT}: a percentage`);
-if (__ENV.RUN_TAG && !/^[a-z0-9]{1,8}$/.test(__ENV.RUN_TAG)) {
-  throw new Error(`RUN_TAG=${__ENV.RUN_TAG}: use [a-z0-9]{1,8}`);
-}
+checkRunTag();
 
 // Refusals and malformed requests are answers of the contract, not failures.
 http.setResponseCallback(http.expectedStatuses(200, 400, 404, 409, 429));
@@ -83,21 +72,7 @@ for (const op of ['checkout', 'purchase', 'purchase_repeat']) {
   thresholds[`http_req_duration{op:${op}}`] = __ENV.P99_MS ? [`p(99)<${Number(__ENV.P99_MS)}`] : [];
 }
 
-export const options = {
-  scenarios: {
-    buyers: {
-      executor: 'constant-vus',
-      vus: VUS,
-      duration: DURATION,
-      gracefulStop: '5s',
-    },
-  },
-  thresholds,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
-  userAgent: 'shardgate-k6/1.0',
-  setupTimeout: '60s',
-  teardownTimeout: '60s',
-};
+export const options = constantVusOptions('buyers', VUS, DURATION, thresholds, '60s');
 
 const checkoutsOk = new Counter('checkouts_ok');
 const refused = new Counter('checkout_refused'); // tag code: the refusal's stable code
@@ -117,14 +92,7 @@ const STATUS_FIELDS = ['seconds_remaining', 'successful_checkouts', 'failed_chec
   'successful_purchases', 'failed_purchases', 'scheduled_goods', 'purchased_goods'];
 const CODE_RE = /^[0-9a-f]{32}$/;
 
-function body(res) {
-  try {
-    const b = res.json();
-    return b !== null && typeof b === 'object' && !Array.isArray(b) ? b : null;
-  } catch (_) {
-    return null;
-  }
-}
+const body = objectBody;
 
 function isRefusal(res, b) {
   return res.status >= 400 && res.status < 500 && b !== null &&
@@ -146,13 +114,6 @@ function sameJson(a, b) {
   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
 }
 
-function tag4() {
-  const a = '0123456789abcdefghijklmnopqrstuvwxyz';
-  let s = '';
-  for (let i = 0; i < 4; i++) s += a[Math.floor(Math.random() * a.length)];
-  return s;
-}
-
 function getStatus(phase) {
   const res = http.get(`${BASE_URL}/status`, { timeout: TIMEOUT, tags: { phase, name: 'GET /status' } });
   const b = body(res);
@@ -167,20 +128,16 @@ function getStatus(phase) {
 }
 
 export function setup() {
-  const h = http.get(`${BASE_URL}/health`, { timeout: '5s', tags: { phase: 'setup', name: 'GET /health' } });
-  const hb = body(h);
-  if (h.status !== 200 || !hb || hb.status !== 'ok') {
-    exec.test.abort(`shardgate is not healthy at ${BASE_URL}/health (status ${h.status}): start it with make dev`);
-  }
+  requireHealthy({ phase: 'setup', name: 'GET /health' });
   // Does the endpoint exist? Without parameters it must be a 400 JSON error, not the
   // router's 404 ROUTE_NOT_FOUND or 405 METHOD_NOT_ALLOWED.
   const probe = http.post(`${BASE_URL}/checkout`, null, { timeout: '5s', tags: { phase: 'setup', name: 'POST /checkout (probe)' } });
   const pb = body(probe);
   if (probe.status !== 400 || !pb || typeof pb.error !== 'string') {
-    exec.test.abort(`POST /checkout without parameters answered ${probe.status} ${String(probe.body).slice(0, 200)}, ` +
+    exec.test.abort(`POST /checkout without parameters answered ${probe.status} ${bodyText(probe)}, ` +
       'not a 400 JSON error: the flash-sale endpoints are not there yet');
   }
-  const tag = __ENV.RUN_TAG || tag4();
+  const tag = runTag();
   const before = getStatus('setup');
   console.log(`sale-contention: run tag ${tag}: items c${tag}-0..c${tag}-${ITEMS - 1}, users u${tag}-1..u${tag}-${VUS}`);
   return { tag, before };

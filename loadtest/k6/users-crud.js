@@ -21,25 +21,15 @@
 
 import http from 'k6/http';
 import { check, sleep } from 'k6';
-import exec from 'k6/execution';
 import { Rate, Counter } from 'k6/metrics';
+import { BASE_URL, JSON_HEADERS, constantVusOptions, jsonBody, profile, requireHealthy } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
-if (!/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?(\/.*)?$/.test(BASE_URL)) {
-  throw new Error(`refusing BASE_URL=${BASE_URL}: only 127.0.0.1, localhost or [::1]`);
-}
 const API = `${BASE_URL}/api/v1/users/`;
 
-const PROFILES = {
+const { PROFILE, VUS, DURATION } = profile({
   smoke: { vus: 10, duration: '30s' },
   load: { vus: 100, duration: '60s' },
-};
-const PROFILE = __ENV.PROFILE || 'smoke';
-if (!PROFILES[PROFILE]) {
-  throw new Error(`unknown PROFILE=${PROFILE}; use one of ${Object.keys(PROFILES).join(', ')}`);
-}
-const VUS = parseInt(__ENV.VUS || PROFILES[PROFILE].vus, 10);
-const DURATION = __ENV.DURATION || PROFILES[PROFILE].duration;
+}, 'smoke');
 const P99_MS = Number(__ENV.P99_MS || 100);
 const FAIL_RATE = Number(__ENV.FAIL_RATE || 0.01);
 const CHECK_RATE = Number(__ENV.CHECK_RATE || 0.99);
@@ -66,25 +56,10 @@ for (const op of OPS) {
   if (W[op] > 0 && op !== 'delete') thresholds[`http_req_duration{op:${op}}`] = [`p(99)<${P99_MS}`];
 }
 
-export const options = {
-  scenarios: {
-    crud: {
-      executor: 'constant-vus',
-      vus: VUS,
-      duration: DURATION,
-      gracefulStop: '5s',
-    },
-  },
-  thresholds,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
-  userAgent: 'shardgate-k6/1.0',
-  setupTimeout: '10s',
-  teardownTimeout: '10s',
-};
+export const options = constantVusOptions('crud', VUS, DURATION, thresholds, '10s');
 
 // Per-request timeout (k6's default is 60 s), so a stuck server cannot hold the run open.
 const TIMEOUT = __ENV.REQ_TIMEOUT || '5s';
-const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 // Reads of this VU's own users that returned an older first_name than its last write
 // (replica lag). Reported, not a threshold: DESIGN.md allows a bounded lag.
@@ -100,13 +75,7 @@ function params(op, name, extra) {
   return Object.assign({ headers: JSON_HEADERS, timeout: TIMEOUT, tags: { op, name } }, extra || {});
 }
 
-function body(res) {
-  try {
-    return res.json();
-  } catch (_) {
-    return null;
-  }
-}
+const body = jsonBody;
 
 function isErrorBody(b) {
   return b !== null && typeof b === 'object' && typeof b.error === 'string' && typeof b.code === 'string' && b.code.length > 0;
@@ -129,11 +98,7 @@ function remember(id, first, updatedAt) {
 }
 
 export function setup() {
-  const res = http.get(`${BASE_URL}/health`, { timeout: '5s', tags: { op: 'setup', name: 'GET /health' } });
-  const b = body(res);
-  if (res.status !== 200 || !b || b.status !== 'ok') {
-    exec.test.abort(`shardgate is not healthy at ${BASE_URL}/health (status ${res.status}): start it with make dev`);
-  }
+  const b = requireHealthy({ op: 'setup', name: 'GET /health' });
   return { shards: b.shards, mode: b.mode };
 }
 
