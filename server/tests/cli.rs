@@ -107,3 +107,52 @@ async fn serve_refuses_a_second_shardgate_on_the_same_port() {
     assert!(err.contains("already serving port"), "{err}");
     assert!(err.contains(&app.pid().to_string()), "names the running pid: {err}");
 }
+
+#[test]
+fn serve_refuses_a_transaction_mode_pgbouncer_older_than_1_21() {
+    // A real PgBouncer 1.18 (Debian bookworm's, unpacked by the script) in transaction mode
+    // in front of shard 0's primary: the server must refuse to start and name both.
+    let out = Command::new(common::repo_root().join("scripts/old-pgbouncer.sh")).output().expect("old-pgbouncer.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let port = common::free_port();
+    let dir = std::env::temp_dir().join(common::unique("oldpgb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = Command::new("chmod").args(["777", dir.to_str().unwrap()]).status();
+    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\nshardgate = host=127.0.0.1 port=5440 dbname=shardgate\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\n\
+             auth_file = {}\nadmin_users = postgres\npool_mode = transaction\n\
+             ignore_startup_parameters = extra_float_digits\nlogfile = {}\n",
+            common::repo_root().join("pgbouncer/userlist.txt").display(),
+            dir.join("pgbouncer.log").display()
+        ),
+    )
+    .unwrap();
+    let as_root = std::process::Command::new("id").arg("-u").output().unwrap().stdout.starts_with(b"0");
+    let mut pgb = if as_root {
+        Command::new("runuser").args(["-u", "postgres", "--", &bin, ini.to_str().unwrap()]).spawn().unwrap()
+    } else {
+        Command::new(&bin).arg(&ini).spawn().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "PgBouncer 1.18 did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let serve = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", common::free_port()), "--workers", "1"])
+        .current_dir(common::repo_root())
+        .env("SHARDGATE_SHARD_0_POOLER", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let _ = Command::new("kill").arg(pgb.id().to_string()).status();
+    let _ = pgb.wait();
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(!serve.status.success(), "must refuse to start: {err}");
+    assert!(err.contains("shard-0") && err.contains("PgBouncer 1.18"), "names the shard and the version: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
