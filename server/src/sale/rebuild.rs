@@ -45,7 +45,14 @@ pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Res
         }
         return Err(busy());
     }
-    let result = load(state, conn, w).await;
+    // Double-checked: a request that saw the sale unloaded may take the lock just after
+    // another worker finished loading it. Loading again then would overwrite counters
+    // that live checkouts have already moved (their Postgres rows may not exist yet).
+    let mut exists = redis::cmd("EXISTS");
+    exists.arg(format!("{p}{}:ready", w.id));
+    let already: i64 =
+        tokio::time::timeout(REDIS_TIMEOUT, exists.query_async(conn)).await.map_err(|_| busy())?.map_err(redis_err)?;
+    let result = if already == 1 { Ok(()) } else { load(state, conn, w).await };
     let _ = redis::cmd("DEL").arg(&lock).query_async::<()>(conn).await;
     result
 }
