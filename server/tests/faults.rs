@@ -154,8 +154,7 @@ async fn a_slow_shard_hits_the_request_deadline_with_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests() {
     // Every write to shard 4 takes ~1 s (150 ms per round trip on the PgBouncer path), so SIGTERM
-    // lands while dozens of creates are in flight. All of them must complete and be
-    // committed; only requests that start after the listener closed may be refused.
+    // lands while all 40 creates are in flight. All of them must complete and be committed.
     let proxy = pooler_proxy(4).await;
     let mut app = TestApp::start_with(
         2,
@@ -168,31 +167,41 @@ async fn sigterm_drains_in_flight_requests() {
     )
     .await;
     proxy.set_latency(150);
-    let base = app.base.clone();
+    let port = app.port;
     let ids: Vec<String> = (0..40).map(|i| id_on_shard(&format!("drain{i}"), 4)).collect();
+    // Raw HTTP/1.1 clients, so "in flight" is exact: SIGTERM is sent only after every
+    // request has been fully written to its connection.
+    let sent = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let mut tasks = Vec::new();
     for id in ids {
-        let base = base.clone();
+        let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-            let r = client
-                .post(format!("{base}/api/v1/users/"))
-                .header("content-type", "application/json")
-                .body(format!(r#"{{"id":"{id}","name":"In Flight"}}"#))
-                .send()
-                .await;
-            (id, r.map(|r| r.status().as_u16()))
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let body = format!(r#"{{"id":"{id}","name":"In Flight"}}"#);
+            let req = format!(
+                "POST /api/v1/users/ HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+            s.write_all(req.as_bytes()).await.expect("write the request");
+            sent.add_permits(1);
+            let mut resp = Vec::new();
+            let read = s.read_to_end(&mut resp).await;
+            let status = String::from_utf8_lossy(&resp).split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
+            (id, read.map(|_| status))
         }));
     }
-    // Requests are on the wire well before this; each takes ~1 s at the database.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = sent.acquire_many(40).await.expect("all 40 requests written");
+    // Each takes ~1 s at the database: all are in flight now.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let took = app.terminate();
     assert!(took < Duration::from_secs(8), "exit took {took:?}");
     let mut ok = 0;
     for t in tasks {
         let (id, r) = t.await.unwrap();
         match r {
-            Ok(201) => {
+            Ok(Some(201)) => {
                 ok += 1;
                 let out = std::process::Command::new("psql")
                     .args([
@@ -204,8 +213,7 @@ async fn sigterm_drains_in_flight_requests() {
                     .unwrap();
                 assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "acknowledged {id} is committed");
             }
-            Ok(other) => panic!("in-flight request got {other}"),
-            Err(e) => assert!(e.is_connect(), "in-flight request failed: {e:?}"),
+            other => panic!("in-flight request {id} got {other:?}"),
         }
     }
     assert_eq!(ok, 40, "every in-flight create completed");

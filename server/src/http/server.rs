@@ -7,14 +7,15 @@
 //!    whatever is still queued in it), then close the listener;
 //! 2. mark the state as draining: HTTP/1 responses now carry `Connection: close`, so
 //!    clients stop reusing connections;
-//! 3. linger briefly so requests already on the wire are read (hyper closes a
-//!    connection that is idle at shutdown, which would reset bytes it had not read);
+//! 3. linger until every accepted connection has had its first request read (at least
+//!    100 ms, at most 2 s): hyper closes a connection that is between requests at shutdown,
+//!    which for a fresh connection would reset a request already on the wire;
 //! 4. graceful shutdown: wait for in-flight requests, up to the grace period.
 //!
 //! Defensive like mini-redis's `Listener::run`: a semaphore caps open connections, and
 //! accept errors (EMFILE under a connection storm) back off instead of spinning.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +30,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::State;
 
-/// How long connections get, after the listener closes, to deliver requests already sent.
-const LINGER: Duration = Duration::from_millis(250);
+/// After the listener closes, connections that have not yet had their first request read
+/// get at least this long, and at most [`MAX_LINGER`], to deliver it.
+const LINGER: Duration = Duration::from_millis(100);
+const MAX_LINGER: Duration = Duration::from_secs(2);
+
+/// Connections accepted whose first request has not been read yet. Graceful shutdown
+/// closes a connection that is between requests, which for such a connection would reset
+/// a request the client has already sent; the drain waits for this to reach zero.
+type Fresh = Arc<AtomicUsize>;
+
+/// Decrements [`Fresh`] once: on the connection's first request, or when it ends without one.
+struct FirstRequest {
+    fresh: Fresh,
+    done: AtomicBool,
+}
+
+impl FirstRequest {
+    fn seen(&self) {
+        if !self.done.swap(true, Ordering::Relaxed) {
+            self.fresh.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 fn serve_connection(
     stream: TcpStream,
@@ -38,17 +60,25 @@ fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
     permit: Option<OwnedSemaphorePermit>,
+    fresh: &Fresh,
 ) {
     let _ = stream.set_nodelay(true);
     let state = state.clone();
     let builder = builder.clone();
+    fresh.fetch_add(1, Ordering::Relaxed);
+    let first = Arc::new(FirstRequest { fresh: fresh.clone(), done: AtomicBool::new(false) });
     tokio::spawn(async move {
-        let svc = service_fn(move |req| crate::http::handle(state.clone(), req));
+        let f = first.clone();
+        let svc = service_fn(move |req| {
+            f.seen();
+            crate::http::handle(state.clone(), req)
+        });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
             // Clients closing mid-request, resets, header timeouts: benign noise.
             tracing::debug!(error = %e, "connection ended with an error");
         }
+        first.seen();
         drop(permit);
     });
 }
@@ -65,6 +95,7 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(state.cfg.max_connections));
     let mut backoff = Duration::from_millis(5);
+    let fresh: Fresh = Arc::new(AtomicUsize::new(0));
 
     loop {
         let permit = tokio::select! {
@@ -78,7 +109,7 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
         match accepted {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(5);
-                serve_connection(stream, &state, &builder, graceful.watcher(), Some(permit));
+                serve_connection(stream, &state, &builder, graceful.watcher(), Some(permit), &fresh);
             }
             Err(e) => {
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
@@ -91,16 +122,20 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
     // 1. Take what the kernel already queued for us, then stop accepting.
     let mut queued = 0;
     while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-        serve_connection(stream, &state, &builder, graceful.watcher(), None);
+        serve_connection(stream, &state, &builder, graceful.watcher(), None, &fresh);
         queued += 1;
     }
     drop(listener);
     // 2-3. Tell HTTP/1 clients to go away after this response; let sent requests arrive.
     state.draining.store(true, Ordering::Relaxed);
     tracing::info!(queued, "listener closed; draining");
+    let lingered = std::time::Instant::now();
     tokio::time::sleep(LINGER).await;
+    while fresh.load(Ordering::Relaxed) > 0 && lingered.elapsed() < MAX_LINGER {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // 4. Wait for in-flight requests.
-    let grace = Duration::from_millis(state.cfg.shutdown_grace_ms).saturating_sub(LINGER);
+    let grace = Duration::from_millis(state.cfg.shutdown_grace_ms).saturating_sub(lingered.elapsed());
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections"),
