@@ -23,13 +23,7 @@ fn msg(v: &sonic_rs::Value) -> &str {
 
 async fn counter(app: &TestApp, name: &str) -> f64 {
     let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l.as_bytes().get(name.len()) == Some(&b' ') || l.as_bytes().get(name.len()) == Some(&b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metric_sum(&text, name, "")
 }
 
 async fn create(app: &TestApp, id: &str, deeplink: &str) {

@@ -242,10 +242,6 @@ async fn a_killed_worker_is_replaced_and_the_others_keep_serving() {
         assert_eq!(c.get(app.url("/health")).send().await.unwrap().status(), 200);
     }
     let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let restarts: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("shardgate_worker_restarts{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
+    let restarts = common::metric_sum(&text, "shardgate_worker_restarts", "");
     assert_eq!(restarts, 1.0, "{text}");
 }

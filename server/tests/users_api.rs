@@ -247,11 +247,7 @@ async fn stats_health_ready_and_metrics_describe_the_whole_service() {
         assert_eq!(c.get(app.url("/healthz")).send().await.unwrap().status(), 200);
     }
     let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let count: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("http_requests_total{") && l.contains(r#"route="/healthz""#))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
+    let count = common::metric_sum(&text, "http_requests_total", r#"route="/healthz""#);
     assert!(count >= 41.0, "healthz count {count} across workers:\n{text}");
     assert!(text.contains("http_request_duration_seconds_bucket{"), "histogram buckets");
     assert!(text.contains("db_pool_connections{"));

@@ -39,6 +39,17 @@ pub fn id_on_shard(prefix: &str, shard: u16) -> String {
     }
 }
 
+/// Sum of every sample of metric `name` in a Prometheus text whose line also contains
+/// `label` ("" for all): the whole service's value, since /metrics merges the workers.
+pub fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{')) && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Status and JSON body (`Null` when the body is not JSON).
 async fn decode(r: reqwest::Response) -> (u16, sonic_rs::Value) {
     let status = r.status().as_u16();
