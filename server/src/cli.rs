@@ -48,6 +48,15 @@ pub enum Command {
         /// A user id (or, for sale records, an item id).
         id: String,
     },
+    /// Mint a presence bearer token (HS256 JWT, subject = the user) with PRESENCE_AUTH_SECRET.
+    Token {
+        /// The user the token may change the status of.
+        #[arg(long)]
+        user: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Print the connection URL of shard N (for psql; `make db-shell SHARD=n`).
     DbUrl {
         /// Shard number, 0-based.
@@ -129,6 +138,7 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Check) => admin::config_check(&cfg),
         Command::ShardOf { id } => admin::shard_of(&cfg, &id),
+        Command::Token { user, ttl } => admin::token(&cfg, &user, ttl),
         Command::DbUrl { shard, replica, pooler } => admin::db_url(&cfg, shard, replica, pooler),
         Command::Migrate(MigrateCommand::Make { name, dir }) => admin::migrate_make(&dir, &name),
         Command::Migrate(cmd) => admin::runtime()?.block_on(admin::migrate(&cfg, cmd)),

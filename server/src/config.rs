@@ -76,6 +76,36 @@ pub struct Config {
     pub reservation_timeout_seconds: u64,
     /// Name of the sale series; sale ids are `<name>-<window start unix>`. Env `SALE_NAME`.
     pub sale_name: String,
+    /// Presence: a heartbeat keeps a user ONLINE this long; the sweeper publishes OFFLINE
+    /// within about a second after. Env `USER_STATUS_TTL` (seed 002: `30s`; `ms`, `s`,
+    /// `m`, `h` or bare seconds).
+    pub presence_ttl_ms: u64,
+    /// What clients are told: heartbeat again within this. Env `HEARTBEAT_INTERVAL` (`15s`).
+    pub presence_heartbeat_interval_ms: u64,
+    /// AWAY lasts this long without activity, then OFFLINE (seed 002: `EX 600`).
+    /// Env `PRESENCE_AWAY_TTL` (duration).
+    pub presence_away_ttl_ms: u64,
+    /// An explicit or expired OFFLINE status is kept this long (seed 002: 24 h); last
+    /// activity is kept forever. Env `PRESENCE_OFFLINE_TTL` (duration).
+    pub presence_offline_ttl_ms: u64,
+    /// Most ids in one status batch (`POST /status`, GetMultipleUserStatus); more is 400.
+    /// Env `PRESENCE_MAX_BATCH`.
+    pub presence_max_batch: usize,
+    /// Most ids one subscription (SSE or gRPC) may watch. Env `PRESENCE_MAX_WATCH`.
+    pub presence_max_watch: usize,
+    /// Events buffered per subscriber; a subscriber that falls this far behind is told and
+    /// disconnected. Env `PRESENCE_SUBSCRIBER_BUFFER`.
+    pub presence_subscriber_buffer: usize,
+    /// How often the sweeper looks for passed deadlines. Env `PRESENCE_SWEEP_INTERVAL_MS`.
+    pub presence_sweep_interval_ms: u64,
+    /// One presence Redis call may take this long before the request answers 503
+    /// `REDIS_ERROR`. Env `PRESENCE_REDIS_TIMEOUT_MS`.
+    pub presence_redis_timeout_ms: u64,
+    /// HS256 secret for presence bearer tokens; empty = presence is open (no auth).
+    /// Env `PRESENCE_AUTH_SECRET`.
+    pub presence_auth_secret: String,
+    /// SSE keep-alive comment period. Env `SSE_KEEPALIVE_MS`.
+    pub sse_keepalive_ms: u64,
     /// A client must finish sending request headers within this. In hyper 1.x the timer
     /// also runs while a keep-alive connection waits idle for its next request, so this is
     /// the idle keep-alive timeout too. Env `HEADER_READ_TIMEOUT_MS`.
@@ -122,6 +152,17 @@ impl Default for Config {
             sale_user_limit: 10,
             reservation_timeout_seconds: 600,
             sale_name: "flash".into(),
+            presence_ttl_ms: 30_000,
+            presence_heartbeat_interval_ms: 15_000,
+            presence_away_ttl_ms: 600_000,
+            presence_offline_ttl_ms: 86_400_000,
+            presence_max_batch: 1_000,
+            presence_max_watch: 1_000,
+            presence_subscriber_buffer: 256,
+            presence_sweep_interval_ms: 200,
+            presence_redis_timeout_ms: 500,
+            presence_auth_secret: String::new(),
+            sse_keepalive_ms: 15_000,
             header_read_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
@@ -221,6 +262,21 @@ impl Config {
                     self.reservation_timeout_seconds = parse("RESERVATION_TIMEOUT_SECONDS", v)?
                 }
                 "SALE_NAME" => self.sale_name = v.clone(),
+                "USER_STATUS_TTL" => self.presence_ttl_ms = duration_ms("USER_STATUS_TTL", v)?,
+                "HEARTBEAT_INTERVAL" => self.presence_heartbeat_interval_ms = duration_ms("HEARTBEAT_INTERVAL", v)?,
+                "PRESENCE_AWAY_TTL" => self.presence_away_ttl_ms = duration_ms("PRESENCE_AWAY_TTL", v)?,
+                "PRESENCE_OFFLINE_TTL" => self.presence_offline_ttl_ms = duration_ms("PRESENCE_OFFLINE_TTL", v)?,
+                "PRESENCE_MAX_BATCH" => self.presence_max_batch = parse("PRESENCE_MAX_BATCH", v)?,
+                "PRESENCE_MAX_WATCH" => self.presence_max_watch = parse("PRESENCE_MAX_WATCH", v)?,
+                "PRESENCE_SUBSCRIBER_BUFFER" => {
+                    self.presence_subscriber_buffer = parse("PRESENCE_SUBSCRIBER_BUFFER", v)?
+                }
+                "PRESENCE_SWEEP_INTERVAL_MS" => {
+                    self.presence_sweep_interval_ms = parse("PRESENCE_SWEEP_INTERVAL_MS", v)?
+                }
+                "PRESENCE_REDIS_TIMEOUT_MS" => self.presence_redis_timeout_ms = parse("PRESENCE_REDIS_TIMEOUT_MS", v)?,
+                "PRESENCE_AUTH_SECRET" => self.presence_auth_secret = v.clone(),
+                "SSE_KEEPALIVE_MS" => self.sse_keepalive_ms = parse("SSE_KEEPALIVE_MS", v)?,
                 "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,
                 "SHUTDOWN_GRACE_MS" => self.shutdown_grace_ms = parse("SHUTDOWN_GRACE_MS", v)?,
@@ -284,6 +340,27 @@ impl Config {
         if !crate::users::model::is_valid_id(&self.sale_name) {
             return bad("sale_name", "must match [A-Za-z0-9_-]{1,64}");
         }
+        if self.presence_ttl_ms < 100 {
+            return bad("presence_ttl_ms", "must be at least 100 ms");
+        }
+        if self.presence_away_ttl_ms < 100 || self.presence_offline_ttl_ms < 100 {
+            return bad("presence_away_ttl_ms", "away and offline TTLs must be at least 100 ms");
+        }
+        if self.presence_heartbeat_interval_ms == 0 || self.presence_heartbeat_interval_ms >= self.presence_ttl_ms {
+            return bad("presence_heartbeat_interval_ms", "must be at least 1 and below presence_ttl_ms");
+        }
+        if self.presence_max_batch == 0 || self.presence_max_watch == 0 || self.presence_subscriber_buffer == 0 {
+            return bad("presence_max_batch", "batch size, watch list and subscriber buffer must be at least 1");
+        }
+        for (field, v) in [
+            ("presence_sweep_interval_ms", self.presence_sweep_interval_ms),
+            ("presence_redis_timeout_ms", self.presence_redis_timeout_ms),
+            ("sse_keepalive_ms", self.sse_keepalive_ms),
+        ] {
+            if v < 10 {
+                return Err(Error::Invalid { field, message: "must be at least 10 ms".into() });
+            }
+        }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");
         }
@@ -338,6 +415,27 @@ impl Config {
         } else {
             self.worker_threads
         }
+    }
+}
+
+/// A duration setting: `500ms`, `30s`, `10m`, `24h`, or bare seconds (`30`), as ms.
+///
+/// # Errors
+/// Anything else, naming the variable.
+fn duration_ms(var: &'static str, value: &str) -> Result<u64, Error> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let mult = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if mult > 0 => Ok(n.saturating_mul(mult)),
+        _ => Err(Error::Env { var, value: value.into(), message: "expected a duration like 500ms, 30s, 10m, 24h".into() }),
     }
 }
 
@@ -396,6 +494,15 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("health_interval_ms"));
         let cfg = Config { max_connections: 0, ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("max_connections"));
+        // Seed 002's duration format.
+        let cfg = Config::load_from(None, env(&[("USER_STATUS_TTL", "2s"), ("HEARTBEAT_INTERVAL", "500ms")])).unwrap();
+        assert_eq!((cfg.presence_ttl_ms, cfg.presence_heartbeat_interval_ms), (2_000, 500));
+        assert_eq!(duration_ms("X", "30").unwrap(), 30_000);
+        assert_eq!(duration_ms("X", "24h").unwrap(), 86_400_000);
+        let err = Config::load_from(None, env(&[("USER_STATUS_TTL", "soon")])).unwrap_err().to_string();
+        assert!(err.contains("USER_STATUS_TTL"), "{err}");
+        let cfg = Config { presence_heartbeat_interval_ms: 60_000, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("presence_heartbeat_interval_ms"));
         // PORT wins over SHARDGATE_LISTEN's port in either order.
         for env_order in [
             env(&[("PORT", "8081"), ("SHARDGATE_LISTEN", "127.0.0.1:9000")]),

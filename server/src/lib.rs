@@ -2,8 +2,9 @@
 //!
 //! A request's path through the code, in order: [`serve`] (processes, listener) ->
 //! [`http::server`] (accept loop) -> [`http::handle`] (request id, deadline, metrics,
-//! access log) -> [`http::router`] -> a feature module ([`users`], [`system`]) ->
-//! [`db`] (health gate, timeout) -> the shard's pool (`database` crate).
+//! access log) -> [`http::router`] -> a feature module ([`users`], [`cache`], [`presence`], [`sale`], [`system`]) ->
+//! [`db`] (health gate, timeout) -> the shard's pool (`database` crate). gRPC requests
+//! (content-type `application/grpc`) leave at the accept loop for [`presence::grpc`].
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod db;
 pub mod http;
 pub mod observability;
 pub mod openapi;
+pub mod presence;
 pub mod redis;
 pub mod sale;
 pub mod serve;

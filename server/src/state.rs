@@ -26,6 +26,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub cache: Arc<UserCache>,
     pub sale: crate::sale::Sale,
+    pub presence: Arc<crate::presence::Presence>,
+    /// gRPC on the HTTP port (status service + reflection).
+    pub grpc: crate::presence::grpc::GrpcRouter,
     pub query_timeout: Duration,
     /// Set when shutdown begins: HTTP/1 responses then say `Connection: close`.
     pub draining: AtomicBool,
@@ -44,7 +47,9 @@ impl AppState {
         let pool_cfg = cfg.pool_config();
         let pools = ShardPools::new(&topo, &pool_cfg);
         let health = HealthMonitor::start(&topo, &pool_cfg, cancel.clone()).await;
-        let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel).await?;
+        let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel.clone()).await?;
+        let presence = crate::presence::Presence::start(&cfg, redis.clone(), cancel)?;
+        let grpc = crate::presence::grpc::GrpcRouter::new(presence.clone())?;
         Ok(Arc::new(AppState {
             ring: topo.ring(),
             query_timeout: pool_cfg.query_timeout,
@@ -55,6 +60,8 @@ impl AppState {
             metrics,
             cache: Arc::new(UserCache::new(&cfg)),
             sale: crate::sale::Sale::new(&cfg),
+            presence,
+            grpc,
             cfg,
             draining: AtomicBool::new(false),
         }))

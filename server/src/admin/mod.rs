@@ -101,12 +101,26 @@ pub async fn migrate(cfg: &Config, cmd: MigrateCommand) -> anyhow::Result<()> {
 pub fn config_check(cfg: &Config) -> anyhow::Result<()> {
     cfg.validate()?;
     let topo = cfg.load_topology()?;
-    println!("{}", toml::to_string_pretty(cfg)?);
+    let mut shown = cfg.clone();
+    if !shown.presence_auth_secret.is_empty() {
+        shown.presence_auth_secret = "<redacted>".into();
+    }
+    println!("{}", toml::to_string_pretty(&shown)?);
     println!("# effective: {} worker(s) x {} thread(s)", cfg.effective_workers(), cfg.effective_worker_threads());
     println!("# topology {}: {} shards, {} vnodes each", cfg.topology.display(), topo.len(), topo.vnodes);
     for s in &topo.shards {
         println!("#   {}: primary {}, replica {}, pgbouncer {}", s.name, s.primary, s.replica, s.pooler);
     }
     println!("config ok");
+    Ok(())
+}
+
+/// `shardgate token --user ID`: a presence bearer token signed with the configured secret.
+pub fn token(cfg: &Config, user: &str, ttl: u64) -> anyhow::Result<()> {
+    if cfg.presence_auth_secret.is_empty() {
+        bail!("PRESENCE_AUTH_SECRET is not set: presence auth is off, no token is needed");
+    }
+    crate::presence::parse_id(user)?;
+    println!("{}", crate::presence::auth::mint(cfg.presence_auth_secret.as_bytes(), user, ttl)?);
     Ok(())
 }

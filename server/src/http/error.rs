@@ -40,6 +40,15 @@ pub enum ApiError {
     /// 503: several shards are unavailable (fan-out reads).
     #[error("shards unavailable: {0}")]
     ShardsUnavailable(String),
+    /// 401: a presence change without a valid bearer token (auth on).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: a valid token for another user.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 503 `REDIS_ERROR` (seed 002's code): presence needs Redis and it is down or slow.
+    #[error("redis is unavailable")]
+    RedisUnavailable,
     /// 503: a dependency other than a shard (Redis) is down.
     #[error("{0} is unavailable")]
     DependencyUnavailable(&'static str),
@@ -72,9 +81,12 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::ShardUnavailable { .. } | ApiError::ShardsUnavailable(_) | ApiError::DependencyUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ShardUnavailable { .. }
+            | ApiError::ShardsUnavailable(_)
+            | ApiError::DependencyUnavailable(_)
+            | ApiError::RedisUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,6 +104,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::ShardUnavailable { .. } | ApiError::ShardsUnavailable(_) => "SHARD_UNAVAILABLE",
             ApiError::DependencyUnavailable(_) => "DEPENDENCY_UNAVAILABLE",
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => "UNAUTHORIZED",
+            ApiError::RedisUnavailable => "REDIS_ERROR",
             ApiError::Timeout(_) => "REQUEST_TIMEOUT",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -104,7 +118,10 @@ impl ApiError {
             ApiError::Internal(source) => {
                 tracing::error!(request_id, error = %self, cause = %error_chain(source.as_ref()), "request failed");
             }
-            ApiError::ShardUnavailable { .. } | ApiError::ShardsUnavailable(_) | ApiError::DependencyUnavailable(_) => {
+            ApiError::ShardUnavailable { .. }
+            | ApiError::ShardsUnavailable(_)
+            | ApiError::DependencyUnavailable(_)
+            | ApiError::RedisUnavailable => {
                 tracing::warn!(request_id, error = %self, "dependency unavailable");
             }
             _ => {}
@@ -123,6 +140,9 @@ impl ApiError {
         if let ApiError::PayloadTooLarge { .. } = &self {
             // The unread body is still on the wire: this connection cannot be reused.
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use crate::state::State;
 use crate::{system, users};
 use error::ApiError;
-use response::Resp;
+use response::{full, Reply, Resp};
 use router::Handler;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -42,7 +42,7 @@ fn request_id(req: &Request<Incoming>) -> HeaderValue {
 }
 
 /// The service function: never fails (errors become responses).
-pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infallible> {
+pub async fn handle(state: State, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let start = Instant::now();
     let rid = request_id(&req);
     // Borrowed from the header value (no copy); the value moves into the response last.
@@ -58,9 +58,9 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Resp, Infall
                 Ok(r) => r,
                 Err(_) => Err(ApiError::Timeout(state.cfg.long_request_timeout_ms)),
             };
-            (out.unwrap_or_else(|e| e.into_response(rid_str)), pattern)
+            (out.unwrap_or_else(|e| full(e.into_response(rid_str))), pattern)
         }
-        Err(e) => (e.into_response(rid_str), "unmatched"),
+        Err(e) => (full(e.into_response(rid_str)), "unmatched"),
     };
     if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -99,6 +99,8 @@ fn status_label(s: u16) -> &'static str {
         201 => "201",
         204 => "204",
         400 => "400",
+        401 => "401",
+        403 => "403",
         404 => "404",
         405 => "405",
         409 => "409",
@@ -120,6 +122,19 @@ async fn dispatch(
     handler: Handler,
     req: Request<Incoming>,
     param: Option<String>,
+) -> Result<Reply, ApiError> {
+    match handler {
+        Handler::PresenceStream => crate::presence::sse::stream(state, req).await,
+        _ => dispatch_full(state, handler, req, param).await.map(full),
+    }
+}
+
+/// The routes whose body is whole (every one but the event stream).
+async fn dispatch_full(
+    state: &State,
+    handler: Handler,
+    req: Request<Incoming>,
+    param: Option<String>,
 ) -> Result<Resp, ApiError> {
     match handler {
         Handler::Health => Ok(system::health(state)),
@@ -135,6 +150,9 @@ async fn dispatch(
         Handler::Checkout => crate::sale::checkout(state, req).await,
         Handler::Purchase => crate::sale::purchase(state, req).await,
         Handler::SaleStatus => crate::sale::status(state).await,
+        Handler::Heartbeat => crate::presence::http::heartbeat(state, req).await,
+        Handler::PresenceStatus => crate::presence::http::status(state, req).await,
+        Handler::PresenceStream => Err(ApiError::internal(std::io::Error::other("stream route dispatched as whole"))),
         Handler::OpenApi => Ok(crate::openapi::document()),
         Handler::Swagger => crate::openapi::swagger(param.as_deref()),
     }

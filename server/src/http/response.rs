@@ -39,3 +39,56 @@ pub fn empty(status: StatusCode) -> Resp {
     *r.status_mut() = status;
     r
 }
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A streamed body (Server-Sent Events, gRPC).
+pub type StreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// What the connection serves: a whole body (every JSON route, no boxing) or a stream.
+/// (Our own two-variant enum rather than `http_body_util::Either`, whose boxed error type
+/// trips a higher-ranked lifetime limitation of rustc inside the spawned connection task.)
+#[derive(Debug)]
+pub enum Body {
+    Full(Full<Bytes>),
+    Stream(StreamBody),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Full(f) => std::pin::Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
+            Body::Stream(s) => std::pin::Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(f) => f.is_end_stream(),
+            Body::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(f) => f.size_hint(),
+            Body::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+pub type Reply = Response<Body>;
+
+/// A whole response as a [`Reply`] (no allocation: an enum variant).
+pub fn full(r: Resp) -> Reply {
+    r.map(Body::Full)
+}
+
+pub fn stream(r: Response<StreamBody>) -> Reply {
+    r.map(Body::Stream)
+}

@@ -23,6 +23,9 @@ pub enum Handler {
     Checkout,
     Purchase,
     SaleStatus,
+    Heartbeat,
+    PresenceStatus,
+    PresenceStream,
     OpenApi,
     Swagger,
 }
@@ -44,8 +47,11 @@ pub static ROUTES: &[(Method, &str, Handler)] = &[
     (Method::GET, "/v1/users", Handler::CacheLookup),
     (Method::POST, "/checkout", Handler::Checkout),
     (Method::POST, "/purchase", Handler::Purchase),
-    // `GET /status` is the sale's; `POST /status` will be presence's (seed 000).
+    // `GET /status` is the sale's (seed 004); `POST /status` is presence's (seed 000).
     (Method::GET, "/status", Handler::SaleStatus),
+    (Method::POST, "/status", Handler::PresenceStatus),
+    (Method::POST, "/heartbeat", Handler::Heartbeat),
+    (Method::GET, "/api/v1/presence/stream", Handler::PresenceStream),
     (Method::GET, "/openapi.json", Handler::OpenApi),
     (Method::GET, "/swagger/*", Handler::Swagger),
     (Method::GET, "/swagger", Handler::Swagger),

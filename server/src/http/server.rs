@@ -1,5 +1,6 @@
 //! The accept loop: takes an already-bound listener and a cancellation token, serves
-//! HTTP/1.1 (keep-alive) and h2c on the same port through hyper-util's auto builder,
+//! HTTP/1.1 (keep-alive) and h2c on the same port through hyper-util's auto builder
+//! (gRPC requests, by content-type, go to tonic: `presence::grpc`),
 //! and on cancellation drains without failing a request that reached us:
 //!
 //! 1. accept every connection the kernel already queued on this socket (with
@@ -69,9 +70,16 @@ fn serve_connection(
     let first = Arc::new(FirstRequest { fresh: fresh.clone(), done: AtomicBool::new(false) });
     tokio::spawn(async move {
         let f = first.clone();
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             f.seen();
-            crate::http::handle(state.clone(), req)
+            let state = state.clone();
+            async move {
+                if crate::presence::grpc::is_grpc(&req) {
+                    Ok::<_, std::convert::Infallible>(state.grpc.serve(req).await)
+                } else {
+                    crate::http::handle(state, req).await
+                }
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
