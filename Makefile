@@ -26,12 +26,12 @@ define with_bench_server
 	@ACCESS_LOG=$(ACCESS_LOG) $(BENCH_ENV) $(BIN_RELEASE) serve --port $(BENCH_PORT) >>$(LOGDIR)/bench-server.log 2>&1 & pid=$$!; \
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
-	  BASE=http://127.0.0.1:$(BENCH_PORT) $(1)
+	  SERVER_PID=$$pid BASE=http://127.0.0.1:$(BENCH_PORT) $(1)
 endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest loadtest-read loadtest-sale bench bench-10k bench-cache bench-sale bench-ring
+        loadtest-smoke loadtest loadtest-read loadtest-sale loadtest-presence bench bench-10k bench-cache bench-sale bench-presence bench-ring
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -152,6 +152,11 @@ loadtest-smoke: ## k6 users CRUD mix: 10 VUs, 30 s (server must be running: make
 loadtest: ## k6 users CRUD mix: 100 VUs, 60 s
 	@PROFILE=load loadtest/k6.sh loadtest/k6/users-crud.js
 
+loadtest-presence: ## k6 seed 000 mix (80% heartbeats over 10,000 users, 20% batches of 50), then 2,000 SSE subscribers held
+	@loadtest/k6.sh loadtest/k6/presence.js
+	@$(CARGO) build -q --release -p shardgate --examples
+	@target/release/examples/sse_fanout --base $${BASE_URL:-http://127.0.0.1:$(PORT)} --subscribers $${SUBSCRIBERS:-2000} --changes 10
+
 loadtest-read: ## k6 read-through cache hot path: GET /v1/users, 128 VUs (seed 001's wrk -c128)
 	@loadtest/k6.sh loadtest/k6/cache-read.js
 
@@ -180,6 +185,14 @@ bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare 
 
 bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 req/s (open model), p99 target < 10 ms
 	$(call with_bench_server,loadtest/headline.sh)
+
+# Presence keys go under a prefix of their own (deleted at the end): the benchmark's 10,000
+# users never mix with anyone else's.
+BP_PREFIX := bp$(shell date +%s):
+bench-presence: BENCH_ENV = REDIS_KEY_PREFIX=$(BP_PREFIX)
+bench-presence: build ## Presence: heartbeats and status batches vs /health, 10,000 SSE subscribers (memory, fan-out p99)
+	@$(CARGO) build -q --release -p shardgate --examples
+	$(call with_bench_server,KEY_PREFIX=$(BP_PREFIX) loadtest/bench-presence.sh)
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
 	$(call with_bench_server,loadtest/bench-cache.sh)

@@ -85,9 +85,6 @@ pub struct Config {
     /// AWAY lasts this long without activity, then OFFLINE (seed 002: `EX 600`).
     /// Env `PRESENCE_AWAY_TTL` (duration).
     pub presence_away_ttl_ms: u64,
-    /// An explicit or expired OFFLINE status is kept this long (seed 002: 24 h); last
-    /// activity is kept forever. Env `PRESENCE_OFFLINE_TTL` (duration).
-    pub presence_offline_ttl_ms: u64,
     /// Most ids in one status batch (`POST /status`, GetMultipleUserStatus); more is 400.
     /// Env `PRESENCE_MAX_BATCH`.
     pub presence_max_batch: usize,
@@ -155,7 +152,6 @@ impl Default for Config {
             presence_ttl_ms: 30_000,
             presence_heartbeat_interval_ms: 15_000,
             presence_away_ttl_ms: 600_000,
-            presence_offline_ttl_ms: 86_400_000,
             presence_max_batch: 1_000,
             presence_max_watch: 1_000,
             presence_subscriber_buffer: 256,
@@ -265,7 +261,6 @@ impl Config {
                 "USER_STATUS_TTL" => self.presence_ttl_ms = duration_ms("USER_STATUS_TTL", v)?,
                 "HEARTBEAT_INTERVAL" => self.presence_heartbeat_interval_ms = duration_ms("HEARTBEAT_INTERVAL", v)?,
                 "PRESENCE_AWAY_TTL" => self.presence_away_ttl_ms = duration_ms("PRESENCE_AWAY_TTL", v)?,
-                "PRESENCE_OFFLINE_TTL" => self.presence_offline_ttl_ms = duration_ms("PRESENCE_OFFLINE_TTL", v)?,
                 "PRESENCE_MAX_BATCH" => self.presence_max_batch = parse("PRESENCE_MAX_BATCH", v)?,
                 "PRESENCE_MAX_WATCH" => self.presence_max_watch = parse("PRESENCE_MAX_WATCH", v)?,
                 "PRESENCE_SUBSCRIBER_BUFFER" => {
@@ -343,8 +338,8 @@ impl Config {
         if self.presence_ttl_ms < 100 {
             return bad("presence_ttl_ms", "must be at least 100 ms");
         }
-        if self.presence_away_ttl_ms < 100 || self.presence_offline_ttl_ms < 100 {
-            return bad("presence_away_ttl_ms", "away and offline TTLs must be at least 100 ms");
+        if self.presence_away_ttl_ms < 100 {
+            return bad("presence_away_ttl_ms", "must be at least 100 ms");
         }
         if self.presence_heartbeat_interval_ms == 0 || self.presence_heartbeat_interval_ms >= self.presence_ttl_ms {
             return bad("presence_heartbeat_interval_ms", "must be at least 1 and below presence_ttl_ms");
@@ -435,7 +430,11 @@ fn duration_ms(var: &'static str, value: &str) -> Result<u64, Error> {
     };
     match num.parse::<u64>() {
         Ok(n) if mult > 0 => Ok(n.saturating_mul(mult)),
-        _ => Err(Error::Env { var, value: value.into(), message: "expected a duration like 500ms, 30s, 10m, 24h".into() }),
+        _ => Err(Error::Env {
+            var,
+            value: value.into(),
+            message: "expected a duration like 500ms, 30s, 10m, 24h".into(),
+        }),
     }
 }
 

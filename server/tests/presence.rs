@@ -69,7 +69,8 @@ struct Ev {
 impl Sse {
     async fn open(app: &TestApp, watch: &[&str]) -> Sse {
         let client = reqwest::Client::new(); // no overall timeout: streams stay open
-        let resp = client.get(app.url(&format!("/api/v1/presence/stream?watch={}", watch.join(",")))).send().await.unwrap();
+        let resp =
+            client.get(app.url(&format!("/api/v1/presence/stream?watch={}", watch.join(",")))).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         let mut s = Sse { resp, buf: String::new(), worker: 0 };
@@ -191,7 +192,9 @@ async fn grpc_on_the_http_port_shares_the_model() {
     assert!(set.success);
     assert_eq!(set.data.unwrap().status(), pb::UserStatus::Away);
     let many = c
-        .get_multiple_user_status(pb::GetMultipleUserStatusRequest { user_ids: vec![a.clone(), b.clone(), never.clone()] })
+        .get_multiple_user_status(pb::GetMultipleUserStatusRequest {
+            user_ids: vec![a.clone(), b.clone(), never.clone()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -234,7 +237,10 @@ async fn grpc_reflection_lists_the_service() {
     let app = TestApp::start(1).await;
     let ch = Channel::from_shared(app.base.clone()).unwrap().connect().await.unwrap();
     let mut c = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = c.server_reflection_info(futures_util::stream::iter([req])).await.unwrap().into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
@@ -263,7 +269,10 @@ async fn expiry_reaches_subscribers_on_every_worker_exactly_once() {
     assert_eq!(workers.len(), 2, "subscribers on both workers");
     let mut g = grpc(&app)
         .await
-        .subscribe_status_updates(pb::SubscribeStatusUpdatesRequest { user_id: String::new(), watch_user_ids: vec![user.clone()] })
+        .subscribe_status_updates(pb::SubscribeStatusUpdatesRequest {
+            user_id: String::new(),
+            watch_user_ids: vec![user.clone()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -397,7 +406,8 @@ async fn auth_on_requires_the_users_own_token() {
     req.metadata_mut().insert("authorization", format!("Bearer {tb}").parse().unwrap());
     let e = c.send_heartbeat(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    let mut req = tonic::Request::new(pb::SetUserStatusRequest { user_id: alice.clone(), status: pb::UserStatus::Away as i32 });
+    let mut req =
+        tonic::Request::new(pb::SetUserStatusRequest { user_id: alice.clone(), status: pb::UserStatus::Away as i32 });
     req.metadata_mut().insert("authorization", format!("Bearer {ta}").parse().unwrap());
     assert!(c.set_user_status(req).await.unwrap().into_inner().success);
     let got = c.get_user_status(pb::GetUserStatusRequest { user_id: alice }).await.unwrap().into_inner();

@@ -5,6 +5,8 @@
 //! - `shards [--json]` -> [`shards`]
 //! - `shard-of ID` -> [`shard_of`]
 //! - `db-url N [--replica|--pooler]` -> [`db_url`]
+//! - `token --user ID [--ttl S]` -> [`token`]
+//! - `config check` -> [`config_check`]
 
 mod shards;
 

@@ -75,7 +75,7 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize
 
 /// # Errors
 /// As [`read_json`].
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("EMPTY_BODY", "request body is empty; expected a JSON object"));
     }

@@ -1,4 +1,5 @@
-//! Response helpers: every body is a `Full<Bytes>` built in one allocation.
+//! Response helpers: JSON bodies are a `Full<Bytes>` built in one allocation; streams
+//! (SSE, gRPC) are boxed bodies; [`Body`] carries either.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};

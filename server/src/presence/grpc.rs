@@ -85,10 +85,13 @@ impl GrpcRouter {
         let path = req.uri().path();
         let (svc, resp) = if path.starts_with("/users.status.UserStatusService/") {
             let mut s = self.status.clone();
-            ("UserStatusService", match s.call(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            })
+            (
+                "UserStatusService",
+                match s.call(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+            )
         } else if path.starts_with("/grpc.reflection.v1.ServerReflection/") {
             ("ServerReflection", (self.reflection_v1)(req).await)
         } else if path.starts_with("/grpc.reflection.v1alpha.ServerReflection/") {

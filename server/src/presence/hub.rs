@@ -20,10 +20,25 @@ use tokio_util::sync::CancellationToken;
 use super::Event;
 use crate::redis::RedisHandle;
 
+/// An event as delivered: shared by every local watcher, with its SSE frame rendered once
+/// (not once per subscriber: a change watched by 10,000 streams is formatted once).
+#[derive(Debug)]
+pub struct Delivery {
+    pub event: Event,
+    pub sse: bytes::Bytes,
+}
+
+impl std::ops::Deref for Delivery {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum Msg {
-    Event(Arc<Event>),
+    Event(Arc<Delivery>),
     /// The event channel was lost: events may be missing.
     Lost,
 }
@@ -94,9 +109,9 @@ impl Hub {
 
     /// Hands `ev` to every local watcher of its user, never waiting.
     pub fn dispatch(&self, ev: Event) {
-        let ev = Arc::new(ev);
         let mut map = self.by_user.lock().expect("hub lock");
         let Some(slots) = map.get_mut(&ev.user_id) else { return };
+        let ev = Arc::new(Delivery { sse: super::sse::frame(&ev), event: ev });
         slots.retain(|s| match s.tx.try_send(Msg::Event(ev.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -5,8 +5,8 @@
 //! - `GET /api/v1/presence/stream?watch=a,b`   Server-Sent Events: snapshot, then changes ([`sse`])
 //! - gRPC `users.status.UserStatusService`     on the same port, with reflection ([`grpc`])
 //!
-//! State lives in Redis ([`store`]): a status key per user (`on|away|off:<deadline ms>`), a
-//! last-seen key with no expiry, and one sorted set of deadlines. Every change runs as one
+//! State lives in Redis ([`store`]): a status key per user (`on|away|off:<last activity ms>`,
+//! no expiry) and one sorted set of the deadlines of the users ONLINE or AWAY. Every change runs as one
 //! Lua script that also publishes the event, so an event is published exactly once per
 //! change and a heartbeat that keeps a user online publishes nothing. One elected
 //! [`sweeper`] across all processes turns passed deadlines into OFFLINE events. Every
@@ -148,6 +148,8 @@ pub struct Presence {
     pub auth: Option<auth::Auth>,
     /// What clients are told: send the next heartbeat within this many seconds.
     pub heartbeat_interval_s: i64,
+    /// `POST /heartbeat`'s body, rendered once.
+    pub heartbeat_reply: bytes::Bytes,
     pub max_batch: usize,
     pub max_watch: usize,
     pub keepalive: Duration,
@@ -166,13 +168,19 @@ impl Presence {
         let hub = Arc::new(Hub::new(cfg.presence_subscriber_buffer));
         let client = ::redis::Client::open(cfg.redis_url.as_str())?;
         tokio::spawn(hub::listen(client, store.channel().to_owned(), hub.clone(), redis, cancel.clone()));
-        tokio::spawn(sweeper::run(store.clone(), Duration::from_millis(cfg.presence_sweep_interval_ms), cancel.clone()));
+        tokio::spawn(sweeper::run(
+            store.clone(),
+            Duration::from_millis(cfg.presence_sweep_interval_ms),
+            cancel.clone(),
+        ));
         let auth = (!cfg.presence_auth_secret.is_empty()).then(|| auth::Auth::new(cfg.presence_auth_secret.as_bytes()));
+        let heartbeat_interval_s = (cfg.presence_heartbeat_interval_ms / 1000).max(1) as i64;
         Ok(Arc::new(Presence {
+            heartbeat_reply: http::heartbeat_reply(heartbeat_interval_s),
             store,
             hub,
             auth,
-            heartbeat_interval_s: (cfg.presence_heartbeat_interval_ms / 1000).max(1) as i64,
+            heartbeat_interval_s,
             max_batch: cfg.presence_max_batch,
             max_watch: cfg.presence_max_watch,
             keepalive: Duration::from_millis(cfg.sse_keepalive_ms),

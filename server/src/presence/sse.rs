@@ -90,6 +90,16 @@ pub async fn stream(state: &State, req: Request<Incoming>) -> Result<Reply, ApiE
     Ok(response::stream(resp))
 }
 
+/// One change as an SSE frame (`timestamp` in unix ms).
+pub fn frame(e: &super::Event) -> Bytes {
+    Bytes::from(format!(
+        "event: status\ndata: {{\"user_id\":\"{}\",\"status\":\"{}\",\"timestamp\":{}}}\n\n",
+        e.user_id,
+        e.status.name(),
+        e.at_ms
+    ))
+}
+
 struct Events {
     sub: Subscription,
     presence: Arc<Presence>,
@@ -114,10 +124,7 @@ impl Events {
                 Bytes::from_static(b"event: error\ndata: {\"code\":\"SLOW_CONSUMER\",\"error\":\"subscriber fell behind; reconnect\"}\n\n")
             }
             m = self.sub.rx.recv() => match m {
-                Some(Msg::Event(e)) => Bytes::from(format!(
-                    "event: status\ndata: {{\"user_id\":\"{}\",\"status\":\"{}\",\"timestamp\":{}}}\n\n",
-                    e.user_id, e.status.name(), e.at_ms
-                )),
+                Some(Msg::Event(e)) => e.sse.clone(),
                 Some(Msg::Lost) | None => {
                     self.done = true;
                     Bytes::from_static(b"event: error\ndata: {\"code\":\"REDIS_ERROR\",\"error\":\"presence events interrupted; reconnect\"}\n\n")

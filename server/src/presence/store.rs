@@ -1,99 +1,105 @@
 //! Presence state in Redis and the scripts that change it.
 //!
 //! Keys, under `<REDIS_KEY_PREFIX>presence:`:
-//! - `s:<id>`      status: `on:<deadline ms>`, `away:<deadline ms>` or `off:0`; expires a
-//!   minute after its deadline (online/away) or after the offline retention (24 h)
-//! - `seen:<id>`   last activity in unix ms, never expires ("last seen")
-//! - `deadlines`   sorted set: user id scored by the deadline of its ONLINE/AWAY status
+//! - `s:<id>`      `<code>:<last activity, unix ms>`, code `on`, `away` or `off`; no expiry
+//!   (last activity is kept forever, seed 000's "last seen")
+//! - `deadlines`   sorted set: the ids that are ONLINE or AWAY, scored by the deadline at which
+//!   they turn OFFLINE (now + USER_STATUS_TTL, or now + the away TTL)
 //! - `events`      the pub/sub channel: `<id>|<STATUS>|<unix ms>`
 //! - `sweeper`     the sweeper lock (holder token, expiring)
 //!
-//! Every change is one Lua script (one round trip, atomic) that publishes the event
-//! itself, only when the status actually changes. Time is Redis's (`TIME`), so deadlines
-//! agree across hosts. Scripts touch keys they derive from the prefix, which is fine on
-//! one Redis; a Redis Cluster deployment would need hash tags (docs/PRESENCE.md).
+//! Every change is one Lua script (one round trip, atomic) that publishes its event itself,
+//! only when the status actually changes, so events are never duplicated or reordered
+//! against the state. The heartbeat script is the hot path and does two writes (`SET .. GET`
+//! and `ZADD`): about half of Redis's time per call of a version that kept deadline and last
+//! activity in separate keys and read Redis's clock (measured with redis-benchmark, docs/
+//! PRESENCE.md). Times come from the application hosts' clocks (one clock on one machine; NTP
+//! across hosts). Scripts touch keys derived from the prefix, fine on one Redis; a Redis
+//! Cluster would need hash tags (docs/PRESENCE.md).
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use redis::{RedisWrite, ToRedisArgs};
 
 use super::{Error, Snapshot, Status};
 use crate::config::Config;
 use crate::redis::RedisHandle;
 
-/// Redis's clock in ms, inside a script.
-const NOW: &str = "local t = redis.call('TIME')\n\
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
-
-/// KEYS: status, seen, deadlines. ARGV: id, ttl ms, channel, key slack ms.
-/// Returns {now, published}.
+/// KEYS: status, deadlines. ARGV: id, now ms, deadline ms, channel. Returns 1 if it published.
 const HEARTBEAT: &str = r#"
-local ttl = tonumber(ARGV[2])
-local cur = redis.call('GET', KEYS[1])
-local dl = now + ttl
-redis.call('SET', KEYS[2], now)
-redis.call('SET', KEYS[1], 'on:' .. dl, 'PX', ttl + tonumber(ARGV[4]))
-redis.call('ZADD', KEYS[3], dl, ARGV[1])
-if cur and string.sub(cur, 1, 3) == 'on:' then
-  return {now, 0}
+local cur = redis.call('SET', KEYS[1], 'on:' .. ARGV[2], 'GET')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if cur and string.byte(cur, 1) == 111 and string.byte(cur, 2) == 110 then
+  return 0
 end
-redis.call('PUBLISH', ARGV[3], ARGV[1] .. '|ONLINE|' .. now)
-return {now, 1}
+redis.call('PUBLISH', ARGV[4], ARGV[1] .. '|ONLINE|' .. ARGV[2])
+return 1
 "#;
 
-/// KEYS: status, seen, deadlines. ARGV: id, code (on|away|off), ttl ms, channel, NAME,
-/// key slack ms. Returns {now, published}.
+/// KEYS: status, deadlines. ARGV: id, code (on|away|off), now ms, deadline ms, channel, NAME.
+/// Returns 1 if it published.
 const SET: &str = r#"
-local ttl = tonumber(ARGV[3])
-local cur = redis.call('GET', KEYS[1])
-local prev = cur and string.match(cur, '^(%a+):')
-redis.call('SET', KEYS[2], now)
+local cur = redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'GET')
 if ARGV[2] == 'off' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('SET', KEYS[1], 'off:0', 'PX', ttl)
+  redis.call('ZREM', KEYS[2], ARGV[1])
 else
-  local dl = now + ttl
-  redis.call('SET', KEYS[1], ARGV[2] .. ':' .. dl, 'PX', ttl + tonumber(ARGV[6]))
-  redis.call('ZADD', KEYS[3], dl, ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 end
-if prev == ARGV[2] then
-  return {now, 0}
+if cur and string.match(cur, '^(%a+):') == ARGV[2] then
+  return 0
 end
-redis.call('PUBLISH', ARGV[4], ARGV[1] .. '|' .. ARGV[5] .. '|' .. now)
-return {now, 1}
+redis.call('PUBLISH', ARGV[5], ARGV[1] .. '|' .. ARGV[6] .. '|' .. ARGV[3])
+return 1
 "#;
 
-/// KEYS: deadlines, lock. ARGV: status key prefix, channel, batch limit, offline
-/// retention ms, lock token, lock ttl ms.
-/// Takes or renews the sweeper lock; if held, turns up to `limit` passed deadlines into
-/// OFFLINE (ZREM first, so a deadline is swept exactly once). Returns -1 when another
-/// process holds the lock, else the number of deadlines swept.
+/// KEYS: deadlines, lock. ARGV: status key prefix, channel, batch limit, lock token, lock ttl
+/// ms, now ms. Takes or renews the sweeper lock; if held, turns up to `limit` passed deadlines
+/// into OFFLINE, keeping the last activity (ZREM first, so a deadline is swept exactly once).
+/// Returns -1 when another process holds the lock, else the number of deadlines swept.
 const SWEEP: &str = r#"
 local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[5] then
+if holder and holder ~= ARGV[4] then
   return -1
 end
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[6], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local k = ARGV[1] .. id
   local cur = redis.call('GET', k)
   if cur and string.sub(cur, 1, 4) ~= 'off:' then
-    redis.call('SET', k, 'off:0', 'PX', ARGV[4])
-    redis.call('PUBLISH', ARGV[2], id .. '|OFFLINE|' .. now)
+    redis.call('SET', k, 'off:' .. (string.match(cur, ':(%d+)$') or '0'))
+    redis.call('PUBLISH', ARGV[2], id .. '|OFFLINE|' .. ARGV[6])
   end
 end
 return #ids
 "#;
 
-/// Status keys outlive their deadline by this much, so the sweeper (not key expiry)
-/// always decides when a user goes offline.
-const KEY_SLACK_MS: u64 = 60_000;
-/// Deadlines swept per script call (the script repeats while it fills a batch).
+/// KEYS: lock. ARGV: token. Deletes the lock only if this process holds it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Deadlines swept per script call (the sweeper repeats while it fills a batch).
 pub const SWEEP_BATCH: usize = 500;
 
-/// Cheap to clone (the scripts' source is shared).
+/// A key written as prefix + id straight into the command buffer (no String per key).
+struct Key<'a>(&'a str, &'a str);
+
+impl ToRedisArgs for Key<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        let _ = w.write_all(self.0.as_bytes());
+        let _ = w.write_all(self.1.as_bytes());
+    }
+}
+
+/// Cheap to clone (shared inside).
 #[derive(Debug, Clone)]
 pub struct Store {
     redis: RedisHandle,
@@ -103,20 +109,19 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     status_prefix: String,
-    seen_prefix: String,
     deadlines: String,
     channel: String,
     lock: String,
-    online_ttl_ms: u64,
-    away_ttl_ms: u64,
-    offline_ttl_ms: u64,
+    online_ttl_ms: i64,
+    away_ttl_ms: i64,
     timeout: Duration,
     heartbeat: redis::Script,
     set: redis::Script,
     sweep: redis::Script,
+    release: redis::Script,
 }
 
-/// Unix ms by the local clock (reads compare deadlines against it).
+/// Unix ms by this host's clock.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -124,22 +129,20 @@ pub fn now_ms() -> i64 {
 impl Store {
     pub fn new(cfg: &Config, redis: RedisHandle) -> Store {
         let p = format!("{}presence:", cfg.redis_key_prefix);
-        let script = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
         Store {
             redis,
             inner: std::sync::Arc::new(Inner {
                 status_prefix: format!("{p}s:"),
-                seen_prefix: format!("{p}seen:"),
                 deadlines: format!("{p}deadlines"),
                 channel: format!("{p}events"),
                 lock: format!("{p}sweeper"),
-                online_ttl_ms: cfg.presence_ttl_ms,
-                away_ttl_ms: cfg.presence_away_ttl_ms,
-                offline_ttl_ms: cfg.presence_offline_ttl_ms,
+                online_ttl_ms: cfg.presence_ttl_ms as i64,
+                away_ttl_ms: cfg.presence_away_ttl_ms as i64,
                 timeout: Duration::from_millis(cfg.presence_redis_timeout_ms),
-                heartbeat: script(HEARTBEAT),
-                set: script(SET),
-                sweep: script(SWEEP),
+                heartbeat: redis::Script::new(HEARTBEAT),
+                set: redis::Script::new(SET),
+                sweep: redis::Script::new(SWEEP),
+                release: redis::Script::new(RELEASE),
             }),
         }
     }
@@ -163,50 +166,51 @@ impl Store {
         }
     }
 
-    /// Marks `id` ONLINE until now + TTL; publishes ONLINE only if it was not online.
-    /// Returns Redis's time of the heartbeat (unix ms).
+    /// Marks `id` ONLINE until now + TTL and records the activity; publishes ONLINE only if
+    /// it was not online. Returns the time of the heartbeat (unix ms).
     ///
     /// # Errors
     /// Redis down, failing or slower than the presence timeout.
     pub async fn heartbeat(&self, id: &str) -> Result<i64, Error> {
         let i = &self.inner;
         let mut conn = self.conn()?;
+        let now = now_ms();
         let mut inv = i.heartbeat.prepare_invoke();
-        inv.key(format!("{}{id}", i.status_prefix))
-            .key(format!("{}{id}", i.seen_prefix))
+        inv.key(Key(&i.status_prefix, id))
             .key(&i.deadlines)
             .arg(id)
-            .arg(i.online_ttl_ms)
-            .arg(&i.channel)
-            .arg(KEY_SLACK_MS);
-        let (now, _published): (i64, i64) = self.bounded(inv.invoke_async(&mut conn)).await?;
+            .arg(now)
+            .arg(now + i.online_ttl_ms)
+            .arg(&i.channel);
+        let _published: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(now)
     }
 
-    /// Sets an explicit status (not `Unknown`); publishes only on a change.
+    /// Sets an explicit status (not `Unknown`) and records the activity; publishes only on
+    /// a change. OFFLINE has no deadline; ONLINE and AWAY get theirs.
     ///
     /// # Errors
-    /// As [`Store::heartbeat`].
+    /// As [`Store::heartbeat`]; `INVALID_STATUS` for `Unknown`.
     pub async fn set(&self, id: &str, status: Status) -> Result<i64, Error> {
         let i = &self.inner;
         let (code, ttl) = match status {
             Status::Online => ("on", i.online_ttl_ms),
             Status::Away => ("away", i.away_ttl_ms),
-            Status::Offline => ("off", i.offline_ttl_ms),
+            Status::Offline => ("off", 0),
             Status::Unknown => return Err(Error::invalid("INVALID_STATUS", "status must be ONLINE, AWAY or OFFLINE")),
         };
         let mut conn = self.conn()?;
+        let now = now_ms();
         let mut inv = i.set.prepare_invoke();
-        inv.key(format!("{}{id}", i.status_prefix))
-            .key(format!("{}{id}", i.seen_prefix))
+        inv.key(Key(&i.status_prefix, id))
             .key(&i.deadlines)
             .arg(id)
             .arg(code)
-            .arg(ttl)
+            .arg(now)
+            .arg(now + ttl)
             .arg(&i.channel)
-            .arg(status.name())
-            .arg(KEY_SLACK_MS);
-        let (now, _published): (i64, i64) = self.bounded(inv.invoke_async(&mut conn)).await?;
+            .arg(status.name());
+        let _published: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(now)
     }
 
@@ -221,12 +225,14 @@ impl Store {
         let mut conn = self.conn()?;
         let mut cmd = redis::cmd("MGET");
         for id in ids {
-            cmd.arg(format!("{}{id}", self.inner.seen_prefix));
+            cmd.arg(Key(&self.inner.status_prefix, id));
         }
-        self.bounded(cmd.query_async(&mut conn)).await
+        let vals: Vec<redis::Value> = self.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(vals.iter().map(|v| parse_status(v).map(|(_, ms)| ms)).collect())
     }
 
-    /// Current status and last activity of each id, in order. One MGET.
+    /// Current status and last activity of each id, in order: MGET of the status keys and
+    /// ZMSCORE of their deadlines, pipelined (one round trip).
     ///
     /// # Errors
     /// As [`Store::heartbeat`].
@@ -235,14 +241,19 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut conn = self.conn()?;
-        let mut cmd = redis::cmd("MGET");
+        let mut mget = redis::cmd("MGET");
+        let mut zmscore = redis::cmd("ZMSCORE");
+        zmscore.arg(&self.inner.deadlines);
         for id in ids {
-            cmd.arg(format!("{}{}", self.inner.status_prefix, id.as_ref()))
-                .arg(format!("{}{}", self.inner.seen_prefix, id.as_ref()));
+            mget.arg(Key(&self.inner.status_prefix, id.as_ref()));
+            zmscore.arg(id.as_ref());
         }
-        let vals: Vec<Option<String>> = self.bounded(cmd.query_async(&mut conn)).await?;
+        let mut pipe = redis::pipe();
+        pipe.add_command(mget).add_command(zmscore);
+        let (vals, deadlines): (Vec<redis::Value>, Vec<Option<f64>>) =
+            self.bounded(pipe.query_async(&mut conn)).await?;
         let now = now_ms();
-        Ok(vals.chunks(2).map(|kv| decode(kv[0].as_deref(), kv[1].as_deref(), now)).collect())
+        Ok(vals.iter().zip(deadlines).map(|(v, d)| decode(parse_status(v), d, now)).collect())
     }
 
     /// One sweeper round: take or renew the lock with `token`; if held, sweep passed
@@ -259,29 +270,44 @@ impl Store {
             .arg(&i.status_prefix)
             .arg(&i.channel)
             .arg(SWEEP_BATCH)
-            .arg(i.offline_ttl_ms)
             .arg(token)
-            .arg(lock_ttl.as_millis() as u64);
+            .arg(lock_ttl.as_millis() as u64)
+            .arg(now_ms());
         let n: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(usize::try_from(n).ok())
     }
+
+    /// Gives the sweeper lock up (at shutdown), so another worker leads at its next round
+    /// instead of after the lock expires.
+    ///
+    /// # Errors
+    /// As [`Store::heartbeat`].
+    pub async fn release_sweeper(&self, token: &str) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        let mut inv = self.inner.release.prepare_invoke();
+        inv.key(&self.inner.lock).arg(token);
+        let _: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
 }
 
-/// Status from the stored value, judged against `now`: a passed deadline is OFFLINE even
-/// before the sweeper has published it.
-fn decode(status: Option<&str>, seen: Option<&str>, now: i64) -> Snapshot {
-    let last_seen_ms = seen.and_then(|s| s.parse().ok()).unwrap_or(0);
-    let status = match status.and_then(|s| s.split_once(':')) {
-        Some((code, dl)) => {
-            let live = dl.parse::<i64>().is_ok_and(|dl| dl > now);
-            match code {
-                "on" if live => Status::Online,
-                "away" if live => Status::Away,
-                _ => Status::Offline,
-            }
-        }
-        None if last_seen_ms > 0 => Status::Offline,
-        None => Status::Unknown,
+/// `<code>:<ms>` from a status key's value; `None` for a missing (or foreign) value.
+fn parse_status(v: &redis::Value) -> Option<(&[u8], i64)> {
+    let redis::Value::BulkString(b) = v else { return None };
+    let colon = b.iter().position(|&c| c == b':')?;
+    let ms = std::str::from_utf8(&b[colon + 1..]).ok()?.parse().ok()?;
+    Some((&b[..colon], ms))
+}
+
+/// A status from the stored code and deadline, judged against `now`: a passed deadline is
+/// OFFLINE even before the sweeper has published it.
+fn decode(stored: Option<(&[u8], i64)>, deadline: Option<f64>, now: i64) -> Snapshot {
+    let Some((code, last_seen_ms)) = stored else { return Snapshot { status: Status::Unknown, last_seen_ms: 0 } };
+    let live = deadline.is_some_and(|d| d > now as f64);
+    let status = match code {
+        b"on" if live => Status::Online,
+        b"away" if live => Status::Away,
+        _ => Status::Offline,
     };
     Snapshot { status, last_seen_ms }
 }
@@ -294,11 +320,20 @@ mod tests {
     fn decode_judges_deadlines() {
         let s = |st: Status, ls: i64| Snapshot { status: st, last_seen_ms: ls };
         assert_eq!(decode(None, None, 100), s(Status::Unknown, 0));
-        assert_eq!(decode(None, Some("42"), 100), s(Status::Offline, 42), "status key expired");
-        assert_eq!(decode(Some("on:200"), Some("90"), 100), s(Status::Online, 90));
-        assert_eq!(decode(Some("on:100"), Some("90"), 100), s(Status::Offline, 90), "deadline passed");
-        assert_eq!(decode(Some("away:200"), Some("90"), 100), s(Status::Away, 90));
-        assert_eq!(decode(Some("off:0"), Some("90"), 100), s(Status::Offline, 90));
-        assert_eq!(decode(Some("garbage"), Some("x"), 100), s(Status::Unknown, 0));
+        assert_eq!(decode(Some((b"on", 90)), Some(200.0), 100), s(Status::Online, 90));
+        assert_eq!(decode(Some((b"on", 90)), Some(100.0), 100), s(Status::Offline, 90), "deadline passed");
+        assert_eq!(decode(Some((b"on", 90)), None, 100), s(Status::Offline, 90), "already swept");
+        assert_eq!(decode(Some((b"away", 90)), Some(200.0), 100), s(Status::Away, 90));
+        assert_eq!(decode(Some((b"off", 90)), Some(200.0), 100), s(Status::Offline, 90));
+    }
+
+    #[test]
+    fn status_values_parse() {
+        let v = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(parse_status(&v("on:1700000000123")), Some((&b"on"[..], 1_700_000_000_123)));
+        assert_eq!(parse_status(&v("off:0")), Some((&b"off"[..], 0)));
+        assert_eq!(parse_status(&redis::Value::Nil), None);
+        assert_eq!(parse_status(&v("garbage")), None);
+        assert_eq!(parse_status(&v("on:x")), None);
     }
 }

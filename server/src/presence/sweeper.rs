@@ -4,7 +4,7 @@
 //! to OFFLINE and publishes it. A deadline is removed from the set in the same script that
 //! publishes its event, so an expiry is published exactly once even if two processes
 //! briefly both think they lead. If the leader dies, the lock expires and another worker
-//! takes over within `lock_ttl`.
+//! takes over within `lock_ttl`; a leader that shuts down cleanly gives the lock up.
 //!
 //! Keyspace notifications are not used: they are lossy (fire-and-forget pub/sub) and
 //! late (Redis expires keys lazily or by sampling), which is what DESIGN.md says seed 002
@@ -24,7 +24,12 @@ pub async fn run(store: Store, interval: Duration, cancel: CancellationToken) {
     let mut leading = false;
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                if leading {
+                    let _ = store.release_sweeper(&token).await;
+                }
+                return;
+            }
             _ = tick.tick() => {}
         }
         loop {
