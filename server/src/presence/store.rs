@@ -1,21 +1,29 @@
 //! Presence state in Redis and the scripts that change it.
 //!
 //! Keys, under `<REDIS_KEY_PREFIX>presence:`:
-//! - `s:<id>`      `<code>:<last activity, unix ms>`, code `on`, `away` or `off`; no expiry
-//!   (last activity is kept forever, seed 000's "last seen")
-//! - `deadlines`   sorted set: the ids that are ONLINE or AWAY, scored by the deadline at which
-//!   they turn OFFLINE (now + USER_STATUS_TTL, or now + the away TTL)
+//! - `seen:<id>`   last activity, unix ms; no expiry (seed 000's "last seen"; its existence
+//!   also tells OFFLINE from UNKNOWN)
+//! - `online`      sorted set: the ONLINE ids, scored by the deadline at which they go OFFLINE
+//! - `away`        sorted set: the AWAY ids, scored the same way
 //! - `events`      the pub/sub channel: `<id>|<STATUS>|<unix ms>`
 //! - `sweeper`     the sweeper lock (holder token, expiring)
 //!
-//! Every change is one Lua script (one round trip, atomic) that publishes its event itself,
-//! only when the status actually changes, so events are never duplicated or reordered
-//! against the state. The heartbeat script is the hot path and does two writes (`SET .. GET`
-//! and `ZADD`): about half of Redis's time per call of a version that kept deadline and last
-//! activity in separate keys and read Redis's clock (measured with redis-benchmark, docs/
-//! PRESENCE.md). Times come from the application hosts' clocks (one clock on one machine; NTP
-//! across hosts). Scripts touch keys derived from the prefix, fine on one Redis; a Redis
-//! Cluster would need hash tags (docs/PRESENCE.md).
+//! Membership is the status: a user is ONLINE while in `online` with a future deadline, AWAY
+//! likewise in `away`, OFFLINE when seen but in neither, UNKNOWN when never seen. Every change
+//! is decided by an atomic membership test, and the one change that makes a transition
+//! publishes it, once:
+//! - a heartbeat is two plain commands in one round trip, `SET seen` and `ZADD online`; only
+//!   when `ZADD` reports a NEW member (the user was not online) does a second round trip run
+//!   [`ANNOUNCE`], which publishes ONLINE if the user is still online. Two racing heartbeats
+//!   cannot both add the member, so ONLINE is published once per online spell, and a heartbeat
+//!   that keeps a user online costs Redis two cheap writes and publishes nothing;
+//! - explicit changes and expiry are Lua scripts (atomic, one round trip) that publish their
+//!   own event when their membership test says the status changed.
+//!
+//! The heartbeat's two plain writes cost Redis about a third of the Lua script that did the same
+//! (docs/PRESENCE.md, Figures). Times come from the application hosts' clocks (one clock on one
+//! machine; NTP across hosts). Scripts touch keys derived from the prefix: fine on one Redis; a
+//! Redis Cluster would need hash tags (docs/PRESENCE.md).
 
 use std::time::Duration;
 
@@ -26,54 +34,59 @@ use super::{Error, Snapshot, Status};
 use crate::config::Config;
 use crate::redis::RedisHandle;
 
-/// KEYS: status, deadlines. ARGV: id, now ms, deadline ms, channel. Returns 1 if it published.
-const HEARTBEAT: &str = r#"
-local cur = redis.call('SET', KEYS[1], 'on:' .. ARGV[2], 'GET')
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-if cur and string.byte(cur, 1) == 111 and string.byte(cur, 2) == 110 then
+/// KEYS: online, away. ARGV: id, now ms, channel. Run after a heartbeat added the user to
+/// `online`: if still online, leaves `away` and publishes ONLINE. Returns 1 if it published.
+const ANNOUNCE: &str = r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return 0
 end
-redis.call('PUBLISH', ARGV[4], ARGV[1] .. '|ONLINE|' .. ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1] .. '|ONLINE|' .. ARGV[2])
 return 1
 "#;
 
-/// KEYS: status, deadlines. ARGV: id, code (on|away|off), now ms, deadline ms, channel, NAME.
-/// Returns 1 if it published.
+/// KEYS: seen, online, away. ARGV: id, status (ONLINE|AWAY|OFFLINE), now ms, deadline ms,
+/// channel. Returns 1 if it published.
 const SET: &str = r#"
-local cur = redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'GET')
-if ARGV[2] == 'off' then
+local changed
+if ARGV[2] == 'ONLINE' then
+  changed = redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) == 1
+  redis.call('ZREM', KEYS[3], ARGV[1])
+elseif ARGV[2] == 'AWAY' then
   redis.call('ZREM', KEYS[2], ARGV[1])
+  changed = redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) == 1
 else
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+  local left = redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
+  changed = left > 0 or redis.call('EXISTS', KEYS[1]) == 0
 end
-if cur and string.match(cur, '^(%a+):') == ARGV[2] then
+redis.call('SET', KEYS[1], ARGV[3])
+if not changed then
   return 0
 end
-redis.call('PUBLISH', ARGV[5], ARGV[1] .. '|' .. ARGV[6] .. '|' .. ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
 return 1
 "#;
 
-/// KEYS: deadlines, lock. ARGV: status key prefix, channel, batch limit, lock token, lock ttl
-/// ms, now ms. Takes or renews the sweeper lock; if held, turns up to `limit` passed deadlines
-/// into OFFLINE, keeping the last activity (ZREM first, so a deadline is swept exactly once).
-/// Returns -1 when another process holds the lock, else the number of deadlines swept.
+/// KEYS: online, away, lock. ARGV: channel, batch limit, lock token, lock ttl ms, now ms.
+/// Takes or renews the sweeper lock; if held, removes up to `limit` passed deadlines from each
+/// set and publishes OFFLINE for each (ZREM and PUBLISH in one step: swept exactly once).
+/// Returns -1 when another process holds the lock, else the number swept.
 const SWEEP: &str = r#"
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[4] then
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[3] then
   return -1
 end
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[6], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local k = ARGV[1] .. id
-  local cur = redis.call('GET', k)
-  if cur and string.sub(cur, 1, 4) ~= 'off:' then
-    redis.call('SET', k, 'off:' .. (string.match(cur, ':(%d+)$') or '0'))
-    redis.call('PUBLISH', ARGV[2], id .. '|OFFLINE|' .. ARGV[6])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+local n = 0
+for s = 1, 2 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[s], '-inf', ARGV[5], 'LIMIT', 0, tonumber(ARGV[2]))
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[s], id)
+    redis.call('PUBLISH', ARGV[1], id .. '|OFFLINE|' .. ARGV[5])
   end
+  n = n + #ids
 end
-return #ids
+return n
 "#;
 
 /// KEYS: lock. ARGV: token. Deletes the lock only if this process holds it.
@@ -108,14 +121,15 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    status_prefix: String,
-    deadlines: String,
+    seen_prefix: String,
+    online: String,
+    away: String,
     channel: String,
     lock: String,
     online_ttl_ms: i64,
     away_ttl_ms: i64,
     timeout: Duration,
-    heartbeat: redis::Script,
+    announce: redis::Script,
     set: redis::Script,
     sweep: redis::Script,
     release: redis::Script,
@@ -132,14 +146,15 @@ impl Store {
         Store {
             redis,
             inner: std::sync::Arc::new(Inner {
-                status_prefix: format!("{p}s:"),
-                deadlines: format!("{p}deadlines"),
+                seen_prefix: format!("{p}seen:"),
+                online: format!("{p}online"),
+                away: format!("{p}away"),
                 channel: format!("{p}events"),
                 lock: format!("{p}sweeper"),
                 online_ttl_ms: cfg.presence_ttl_ms as i64,
                 away_ttl_ms: cfg.presence_away_ttl_ms as i64,
                 timeout: Duration::from_millis(cfg.presence_redis_timeout_ms),
-                heartbeat: redis::Script::new(HEARTBEAT),
+                announce: redis::Script::new(ANNOUNCE),
                 set: redis::Script::new(SET),
                 sweep: redis::Script::new(SWEEP),
                 release: redis::Script::new(RELEASE),
@@ -166,8 +181,9 @@ impl Store {
         }
     }
 
-    /// Marks `id` ONLINE until now + TTL and records the activity; publishes ONLINE only if
-    /// it was not online. Returns the time of the heartbeat (unix ms).
+    /// Records the activity and moves the user's ONLINE deadline to now + TTL (`SET` and
+    /// `ZADD`, one round trip); if that made the user online, announces it (a second round
+    /// trip, only then). Returns the time of the heartbeat (unix ms).
     ///
     /// # Errors
     /// Redis down, failing or slower than the presence timeout.
@@ -175,14 +191,15 @@ impl Store {
         let i = &self.inner;
         let mut conn = self.conn()?;
         let now = now_ms();
-        let mut inv = i.heartbeat.prepare_invoke();
-        inv.key(Key(&i.status_prefix, id))
-            .key(&i.deadlines)
-            .arg(id)
-            .arg(now)
-            .arg(now + i.online_ttl_ms)
-            .arg(&i.channel);
-        let _published: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(Key(&i.seen_prefix, id)).arg(now).ignore();
+        pipe.cmd("ZADD").arg(&i.online).arg(now + i.online_ttl_ms).arg(id);
+        let (added,): (i64,) = self.bounded(pipe.query_async(&mut conn)).await?;
+        if added == 1 {
+            let mut inv = i.announce.prepare_invoke();
+            inv.key(&i.online).key(&i.away).arg(id).arg(now).arg(&i.channel);
+            let _published: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
+        }
         Ok(now)
     }
 
@@ -193,23 +210,23 @@ impl Store {
     /// As [`Store::heartbeat`]; `INVALID_STATUS` for `Unknown`.
     pub async fn set(&self, id: &str, status: Status) -> Result<i64, Error> {
         let i = &self.inner;
-        let (code, ttl) = match status {
-            Status::Online => ("on", i.online_ttl_ms),
-            Status::Away => ("away", i.away_ttl_ms),
-            Status::Offline => ("off", 0),
+        let ttl = match status {
+            Status::Online => i.online_ttl_ms,
+            Status::Away => i.away_ttl_ms,
+            Status::Offline => 0,
             Status::Unknown => return Err(Error::invalid("INVALID_STATUS", "status must be ONLINE, AWAY or OFFLINE")),
         };
         let mut conn = self.conn()?;
         let now = now_ms();
         let mut inv = i.set.prepare_invoke();
-        inv.key(Key(&i.status_prefix, id))
-            .key(&i.deadlines)
+        inv.key(Key(&i.seen_prefix, id))
+            .key(&i.online)
+            .key(&i.away)
             .arg(id)
-            .arg(code)
+            .arg(status.name())
             .arg(now)
             .arg(now + ttl)
-            .arg(&i.channel)
-            .arg(status.name());
+            .arg(&i.channel);
         let _published: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(now)
     }
@@ -225,14 +242,13 @@ impl Store {
         let mut conn = self.conn()?;
         let mut cmd = redis::cmd("MGET");
         for id in ids {
-            cmd.arg(Key(&self.inner.status_prefix, id));
+            cmd.arg(Key(&self.inner.seen_prefix, id));
         }
-        let vals: Vec<redis::Value> = self.bounded(cmd.query_async(&mut conn)).await?;
-        Ok(vals.iter().map(|v| parse_status(v).map(|(_, ms)| ms)).collect())
+        self.bounded(cmd.query_async(&mut conn)).await
     }
 
-    /// Current status and last activity of each id, in order: MGET of the status keys and
-    /// ZMSCORE of their deadlines, pipelined (one round trip).
+    /// Current status and last activity of each id, in order: MGET of the last-seen keys and
+    /// ZMSCORE of both sets, pipelined (one round trip).
     ///
     /// # Errors
     /// As [`Store::heartbeat`].
@@ -240,20 +256,23 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let i = &self.inner;
         let mut conn = self.conn()?;
-        let mut mget = redis::cmd("MGET");
-        let mut zmscore = redis::cmd("ZMSCORE");
-        zmscore.arg(&self.inner.deadlines);
-        for id in ids {
-            mget.arg(Key(&self.inner.status_prefix, id.as_ref()));
-            zmscore.arg(id.as_ref());
-        }
         let mut pipe = redis::pipe();
-        pipe.add_command(mget).add_command(zmscore);
-        let (vals, deadlines): (Vec<redis::Value>, Vec<Option<f64>>) =
-            self.bounded(pipe.query_async(&mut conn)).await?;
-        let now = now_ms();
-        Ok(vals.iter().zip(deadlines).map(|(v, d)| decode(parse_status(v), d, now)).collect())
+        let mget = pipe.cmd("MGET");
+        for id in ids {
+            mget.arg(Key(&i.seen_prefix, id.as_ref()));
+        }
+        for set in [&i.online, &i.away] {
+            let z = pipe.cmd("ZMSCORE").arg(set);
+            for id in ids {
+                z.arg(id.as_ref());
+            }
+        }
+        type Reply = (Vec<Option<i64>>, Vec<Option<f64>>, Vec<Option<f64>>);
+        let (seen, online, away): Reply = self.bounded(pipe.query_async(&mut conn)).await?;
+        let now = now_ms() as f64;
+        Ok(seen.iter().zip(online.iter().zip(&away)).map(|(seen, (on, aw))| decode(*seen, *on, *aw, now)).collect())
     }
 
     /// One sweeper round: take or renew the lock with `token`; if held, sweep passed
@@ -265,9 +284,9 @@ impl Store {
         let i = &self.inner;
         let mut conn = self.conn()?;
         let mut inv = i.sweep.prepare_invoke();
-        inv.key(&i.deadlines)
+        inv.key(&i.online)
+            .key(&i.away)
             .key(&i.lock)
-            .arg(&i.status_prefix)
             .arg(&i.channel)
             .arg(SWEEP_BATCH)
             .arg(token)
@@ -291,25 +310,17 @@ impl Store {
     }
 }
 
-/// `<code>:<ms>` from a status key's value; `None` for a missing (or foreign) value.
-fn parse_status(v: &redis::Value) -> Option<(&[u8], i64)> {
-    let redis::Value::BulkString(b) = v else { return None };
-    let colon = b.iter().position(|&c| c == b':')?;
-    let ms = std::str::from_utf8(&b[colon + 1..]).ok()?.parse().ok()?;
-    Some((&b[..colon], ms))
-}
-
-/// A status from the stored code and deadline, judged against `now`: a passed deadline is
-/// OFFLINE even before the sweeper has published it.
-fn decode(stored: Option<(&[u8], i64)>, deadline: Option<f64>, now: i64) -> Snapshot {
-    let Some((code, last_seen_ms)) = stored else { return Snapshot { status: Status::Unknown, last_seen_ms: 0 } };
-    let live = deadline.is_some_and(|d| d > now as f64);
-    let status = match code {
-        b"on" if live => Status::Online,
-        b"away" if live => Status::Away,
-        _ => Status::Offline,
+/// A status from set membership, judged against `now`: a passed deadline is OFFLINE even
+/// before the sweeper has published it. Online wins over away (a heartbeat's announce moves
+/// the user out of `away` a moment after adding it to `online`).
+fn decode(seen: Option<i64>, online: Option<f64>, away: Option<f64>, now: f64) -> Snapshot {
+    let status = match (seen, online, away) {
+        (_, Some(d), _) if d > now => Status::Online,
+        (_, _, Some(d)) if d > now => Status::Away,
+        (Some(_), _, _) => Status::Offline,
+        (None, _, _) => Status::Unknown,
     };
-    Snapshot { status, last_seen_ms }
+    Snapshot { status, last_seen_ms: seen.unwrap_or(0) }
 }
 
 #[cfg(test)]
@@ -317,23 +328,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decode_judges_deadlines() {
+    fn decode_judges_membership_and_deadlines() {
         let s = |st: Status, ls: i64| Snapshot { status: st, last_seen_ms: ls };
-        assert_eq!(decode(None, None, 100), s(Status::Unknown, 0));
-        assert_eq!(decode(Some((b"on", 90)), Some(200.0), 100), s(Status::Online, 90));
-        assert_eq!(decode(Some((b"on", 90)), Some(100.0), 100), s(Status::Offline, 90), "deadline passed");
-        assert_eq!(decode(Some((b"on", 90)), None, 100), s(Status::Offline, 90), "already swept");
-        assert_eq!(decode(Some((b"away", 90)), Some(200.0), 100), s(Status::Away, 90));
-        assert_eq!(decode(Some((b"off", 90)), Some(200.0), 100), s(Status::Offline, 90));
-    }
-
-    #[test]
-    fn status_values_parse() {
-        let v = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
-        assert_eq!(parse_status(&v("on:1700000000123")), Some((&b"on"[..], 1_700_000_000_123)));
-        assert_eq!(parse_status(&v("off:0")), Some((&b"off"[..], 0)));
-        assert_eq!(parse_status(&redis::Value::Nil), None);
-        assert_eq!(parse_status(&v("garbage")), None);
-        assert_eq!(parse_status(&v("on:x")), None);
+        assert_eq!(decode(None, None, None, 100.0), s(Status::Unknown, 0));
+        assert_eq!(decode(Some(90), Some(200.0), None, 100.0), s(Status::Online, 90));
+        assert_eq!(decode(Some(90), Some(100.0), None, 100.0), s(Status::Offline, 90), "deadline passed");
+        assert_eq!(decode(Some(90), None, None, 100.0), s(Status::Offline, 90), "swept or set offline");
+        assert_eq!(decode(Some(90), None, Some(200.0), 100.0), s(Status::Away, 90));
+        assert_eq!(decode(Some(90), Some(200.0), Some(200.0), 100.0), s(Status::Online, 90), "announce gap");
     }
 }
