@@ -33,6 +33,8 @@ RUN set -eux; \
 COPY sharding sharding
 COPY database database
 COPY server server
+# server/build.rs compiles the gRPC contract (protox: no protoc needed in the image).
+COPY proto proto
 RUN set -eux; \
     find sharding database server -type f -exec touch {} +; \
     cargo build --release -p shardgate --locked; \

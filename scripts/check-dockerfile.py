@@ -341,6 +341,20 @@ def check(dockerfile: Path, root: Path) -> tuple[list[str], list[str]]:
     # 2. The cargo build.
     builds = [i for i in instrs if i.keyword == "RUN" and re.search(r"\bcargo\s+build\b", i.args)]
     packages = workspace_packages(root)
+
+    # 2a. What a member's build script reads from outside its own folder ("../proto") must be
+    # copied before the last build, or the image build fails where `cargo build` here succeeds.
+    if builds:
+        copied = [i.args for i in instrs if i.keyword in ("COPY", "ADD") and i.line < builds[-1].line]
+        for member, _manifest in packages.values():
+            script = root / member / "build.rs"
+            if not script.is_file():
+                continue
+            for outside in sorted(set(re.findall(r"\.\./([A-Za-z0-9_.-]+)", script.read_text()))):
+                if not any(re.search(rf"(^|\s){re.escape(outside)}/?(\s|$)", a) for a in copied):
+                    errors.append(f"{member}/build.rs reads ../{outside}, which no COPY before the last build brings in")
+                else:
+                    notes.append(f"{member}/build.rs input {outside}/ is copied")
     if not builds:
         errors.append("no RUN with `cargo build`")
     else:
