@@ -71,9 +71,13 @@ impl Metrics {
 
     /// Serves this worker's rendering to its siblings until `cancel` fires.
     pub fn serve_peers(&self, cancel: CancellationToken) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let Some(path) = self.socket_path(self.slot) else { return Ok(()) };
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path)?;
+        // In a rolling restart the replacement binds the same path while this worker drains:
+        // at exit, remove the path only if it is still our socket.
+        let ino = std::fs::metadata(&path)?.ino();
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -89,7 +93,9 @@ impl Metrics {
                     });
                 }
             }
-            let _ = std::fs::remove_file(&path);
+            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
+            }
         });
         Ok(())
     }

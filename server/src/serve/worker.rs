@@ -28,7 +28,7 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
     };
     rt.block_on(async move {
         let cancel = CancellationToken::new();
-        let metrics = Metrics::install(run_dir, slot);
+        let metrics = Metrics::install(run_dir.clone(), slot);
         metrics::gauge!("shardgate_worker_restarts", "slot" => slot.to_string()).set(restarts as f64);
         let listener = bind_reuseport(cfg.listen)
             .map_err(|e| anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", cfg.listen))?;
@@ -45,7 +45,15 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
             }
         });
         tracing::info!(slot, pid = std::process::id(), addr = %state.cfg.listen, threads, "worker serving");
+        // Tell the supervisor this worker listens (a rolling restart waits for it before it
+        // stops the worker this one replaces).
+        if let Some(dir) = &run_dir {
+            let _ = std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"");
+        }
 
+        // SIGHUP is the supervisor's (rolling restart); a worker that gets one too (a
+        // process-group signal, `pkill -HUP`) must not die of the default action.
+        let hup = signal(SignalKind::hangup());
         let stop = cancel.clone();
         tokio::spawn(async move {
             let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -60,7 +68,11 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
         });
 
         crate::http::server::run(listener, state.clone(), cancel.clone()).await;
+        drop(hup);
         cancel.cancel();
+        if let Some(dir) = &run_dir {
+            let _ = std::fs::remove_file(dir.join(format!("ready-{}", std::process::id())));
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), state.pools.close()).await;
         tracing::info!(slot, "worker stopped");
         Ok(())
