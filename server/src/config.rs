@@ -101,6 +101,9 @@ pub struct Config {
     /// HS256 secret for presence bearer tokens; empty = presence is open (no auth).
     /// Env `PRESENCE_AUTH_SECRET`.
     pub presence_auth_secret: String,
+    /// When set, `GET /metrics` and `GET /api/v1/shards/stats` need `Authorization: Bearer
+    /// <token>`; empty = open. Env `ADMIN_TOKEN`.
+    pub admin_token: String,
     /// SSE keep-alive comment period. Env `SSE_KEEPALIVE_MS`.
     pub sse_keepalive_ms: u64,
     /// A client must finish sending request headers within this. In hyper 1.x the timer
@@ -158,6 +161,7 @@ impl Default for Config {
             presence_sweep_interval_ms: 200,
             presence_redis_timeout_ms: 500,
             presence_auth_secret: String::new(),
+            admin_token: String::new(),
             sse_keepalive_ms: 15_000,
             header_read_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
@@ -271,6 +275,7 @@ impl Config {
                 }
                 "PRESENCE_REDIS_TIMEOUT_MS" => self.presence_redis_timeout_ms = parse("PRESENCE_REDIS_TIMEOUT_MS", v)?,
                 "PRESENCE_AUTH_SECRET" => self.presence_auth_secret = v.clone(),
+                "ADMIN_TOKEN" => self.admin_token = v.clone(),
                 "SSE_KEEPALIVE_MS" => self.sse_keepalive_ms = parse("SSE_KEEPALIVE_MS", v)?,
                 "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,

@@ -36,3 +36,22 @@ async fn many_idle_connections_do_not_stop_service() {
     }
     drop(idle);
 }
+
+#[tokio::test]
+async fn admin_routes_need_the_admin_token_when_one_is_set() {
+    let app = TestApp::start_with(1, &[("ADMIN_TOKEN", "s3cret-admin".into())]).await;
+    for path in ["/metrics", "/api/v1/shards/stats"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without a token");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("UNAUTHORIZED") && !body.contains("s3cret"), "{body}");
+        let r = app.client.get(app.url(path)).bearer_auth("wrong-token!").send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} with a wrong token");
+        let r = app.client.get(app.url(path)).bearer_auth("s3cret-admin").send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} with the token");
+    }
+    // Everything else stays open.
+    assert_eq!(app.client.get(app.url("/health")).send().await.unwrap().status(), 200);
+    assert_ne!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 401);
+}

@@ -104,8 +104,10 @@ pub fn config_check(cfg: &Config) -> anyhow::Result<()> {
     cfg.validate()?;
     let topo = cfg.load_topology()?;
     let mut shown = cfg.clone();
-    if !shown.presence_auth_secret.is_empty() {
-        shown.presence_auth_secret = "<redacted>".into();
+    for secret in [&mut shown.presence_auth_secret, &mut shown.admin_token] {
+        if !secret.is_empty() {
+            *secret = "<redacted>".into();
+        }
     }
     println!("{}", toml::to_string_pretty(&shown)?);
     println!("# effective: {} worker(s) x {} thread(s)", cfg.effective_workers(), cfg.effective_worker_threads());

@@ -129,6 +129,26 @@ async fn dispatch(
     }
 }
 
+/// With `admin_token` set, the admin surfaces need `Authorization: Bearer <admin_token>`
+/// (compared in constant time; the token is never logged).
+fn admin_allowed(state: &State, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let want = state.cfg.admin_token.as_bytes();
+    if want.is_empty() {
+        return Ok(());
+    }
+    let got = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    let same = got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("this admin route needs Authorization: Bearer <ADMIN_TOKEN>"))
+    }
+}
+
 /// The routes whose body is whole (every one but the event stream).
 async fn dispatch_full(
     state: &State,
@@ -136,6 +156,9 @@ async fn dispatch_full(
     req: Request<Incoming>,
     param: Option<String>,
 ) -> Result<Resp, ApiError> {
+    if matches!(handler, Handler::Metrics | Handler::ShardStats) {
+        admin_allowed(state, &req)?;
+    }
     match handler {
         Handler::Health => Ok(system::health(state)),
         Handler::Ready => Ok(system::ready(state)),
