@@ -106,6 +106,13 @@ pub struct Config {
     pub admin_token: String,
     /// SSE keep-alive comment period. Env `SSE_KEEPALIVE_MS`.
     pub sse_keepalive_ms: u64,
+    /// Flash sale (`POST /checkout`, `POST /purchase`) requests per second for the whole
+    /// service (each worker enforces its share); 0 = no limit. Over it: 429 `RATE_LIMITED`
+    /// with `Retry-After`. Env `SALE_RATE_LIMIT`.
+    pub sale_rate_limit: u32,
+    /// Flash sale requests per second per client IP (in each worker); 0 = no limit.
+    /// Env `SALE_CLIENT_RATE_LIMIT`.
+    pub sale_client_rate_limit: u32,
     /// A client must finish sending request headers within this. In hyper 1.x the timer
     /// also runs while a keep-alive connection waits idle for its next request, so this is
     /// the idle keep-alive timeout too. Env `HEADER_READ_TIMEOUT_MS`.
@@ -163,6 +170,8 @@ impl Default for Config {
             presence_auth_secret: String::new(),
             admin_token: String::new(),
             sse_keepalive_ms: 15_000,
+            sale_rate_limit: 0,
+            sale_client_rate_limit: 0,
             header_read_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
@@ -277,6 +286,8 @@ impl Config {
                 "PRESENCE_AUTH_SECRET" => self.presence_auth_secret = v.clone(),
                 "ADMIN_TOKEN" => self.admin_token = v.clone(),
                 "SSE_KEEPALIVE_MS" => self.sse_keepalive_ms = parse("SSE_KEEPALIVE_MS", v)?,
+                "SALE_RATE_LIMIT" => self.sale_rate_limit = parse("SALE_RATE_LIMIT", v)?,
+                "SALE_CLIENT_RATE_LIMIT" => self.sale_client_rate_limit = parse("SALE_CLIENT_RATE_LIMIT", v)?,
                 "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,
                 "SHUTDOWN_GRACE_MS" => self.shutdown_grace_ms = parse("SHUTDOWN_GRACE_MS", v)?,

@@ -26,6 +26,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub cache: Arc<UserCache>,
     pub sale: crate::sale::Sale,
+    pub sale_limits: std::sync::Arc<crate::sale::limit::SaleLimits>,
     pub presence: Arc<crate::presence::Presence>,
     /// gRPC on the HTTP port (status service + reflection).
     pub grpc: crate::presence::grpc::GrpcRouter,
@@ -48,7 +49,8 @@ impl AppState {
         let pools = ShardPools::new(&topo, &pool_cfg);
         let health = HealthMonitor::start(&topo, &pool_cfg, cancel.clone()).await;
         let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel.clone()).await?;
-        let presence = crate::presence::Presence::start(&cfg, redis.clone(), cancel)?;
+        let presence = crate::presence::Presence::start(&cfg, redis.clone(), cancel.clone())?;
+        let sale_limits = crate::sale::limit::SaleLimits::start(&cfg, cancel);
         let grpc = crate::presence::grpc::GrpcRouter::new(presence.clone())?;
         Ok(Arc::new(AppState {
             ring: topo.ring(),
@@ -60,6 +62,7 @@ impl AppState {
             metrics,
             cache: Arc::new(UserCache::new(&cfg)),
             sale: crate::sale::Sale::new(&cfg),
+            sale_limits,
             presence,
             grpc,
             cfg,

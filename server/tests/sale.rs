@@ -277,3 +277,37 @@ async fn redis_down_means_503_and_nothing_half_written() {
     }
     assert_eq!(sales_in_postgres(&format!("s{t}")).len(), 1);
 }
+
+#[tokio::test]
+async fn sale_rate_limits_answer_429_with_retry_after() {
+    // Per client: 5 requests/s (burst 5). One keep-alive client sends 20 at once.
+    let (app, t) = sale_app(&[("SALE_CLIENT_RATE_LIMIT", "5".into())]).await;
+    let mut codes = std::collections::HashMap::<u16, usize>::new();
+    let mut retry_after = Vec::new();
+    for i in 0..20 {
+        let r = app.client.post(app.url(&format!("/checkout?user_id=rl{t}u{i}&id=rl{t}i{i}"))).send().await.unwrap();
+        let st = r.status().as_u16();
+        if st == 429 {
+            retry_after.push(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap());
+            let v: sonic_rs::Value = sonic_rs::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(s(&v, "code"), "RATE_LIMITED");
+        }
+        *codes.entry(st).or_default() += 1;
+    }
+    let limited = codes.get(&429).copied().unwrap_or(0);
+    // Two workers, each with its own bucket of 5: at most 10 (+ refill) get through.
+    assert!(limited >= 8, "most of the burst over the limit is refused: {codes:?}");
+    assert!(codes.get(&200).copied().unwrap_or(0) >= 5, "the first five pass: {codes:?}");
+    assert!(retry_after.iter().all(|&s| s >= 1), "{retry_after:?}");
+    // The sale's GET /status is not limited.
+    assert_eq!(app.client.get(app.url("/status")).send().await.unwrap().status(), 200);
+
+    // Service-wide: 2/s over two workers = 1 per worker.
+    let (app, t) = sale_app(&[("SALE_RATE_LIMIT", "2".into())]).await;
+    let mut limited = 0;
+    for i in 0..10 {
+        let st = post(&app, &format!("/checkout?user_id=rg{t}u{i}&id=rg{t}i{i}")).await.0;
+        limited += usize::from(st == 429);
+    }
+    assert!(limited >= 6, "global limit refuses the rest: {limited} of 10");
+}

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// 403: a valid token for another user.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// 429 `RATE_LIMITED`: over a configured request rate; `Retry-After` says when to retry.
+    #[error("too many requests; retry after {retry_after_s} s")]
+    TooManyRequests { retry_after_s: u64 },
     /// 503 `REDIS_ERROR` (seed 002's code): presence needs Redis and it is down or slow.
     #[error("redis is unavailable")]
     RedisUnavailable,
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ShardUnavailable { .. }
             | ApiError::ShardsUnavailable(_)
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::DependencyUnavailable(_) => "DEPENDENCY_UNAVAILABLE",
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) => "UNAUTHORIZED",
             ApiError::RedisUnavailable => "REDIS_ERROR",
+            ApiError::TooManyRequests { .. } => "RATE_LIMITED",
             ApiError::Timeout(_) => "REQUEST_TIMEOUT",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -140,6 +145,9 @@ impl ApiError {
         if let ApiError::PayloadTooLarge { .. } = &self {
             // The unread body is still on the wire: this connection cannot be reused.
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let ApiError::TooManyRequests { retry_after_s } = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -42,7 +42,7 @@ fn request_id(req: &Request<Incoming>) -> HeaderValue {
 }
 
 /// The service function: never fails (errors become responses).
-pub async fn handle(state: State, req: Request<Incoming>) -> Result<Reply, Infallible> {
+pub async fn handle(state: State, req: Request<Incoming>, peer: std::net::IpAddr) -> Result<Reply, Infallible> {
     let start = Instant::now();
     let rid = request_id(&req);
     // Borrowed from the header value (no copy); the value moves into the response last.
@@ -54,7 +54,7 @@ pub async fn handle(state: State, req: Request<Incoming>) -> Result<Reply, Infal
             let (handler, pattern) = (m.handler, m.pattern);
             let param = m.param.map(str::to_owned);
             let deadline = Duration::from_millis(state.cfg.long_request_timeout_ms);
-            let out = match tokio::time::timeout(deadline, dispatch(&state, handler, req, param)).await {
+            let out = match tokio::time::timeout(deadline, dispatch(&state, handler, req, param, peer)).await {
                 Ok(r) => r,
                 Err(_) => Err(ApiError::Timeout(state.cfg.long_request_timeout_ms)),
             };
@@ -104,6 +104,7 @@ fn status_label(s: u16) -> &'static str {
         404 => "404",
         405 => "405",
         409 => "409",
+        429 => "429",
         413 => "413",
         415 => "415",
         500 => "500",
@@ -122,9 +123,14 @@ async fn dispatch(
     handler: Handler,
     req: Request<Incoming>,
     param: Option<String>,
+    peer: std::net::IpAddr,
 ) -> Result<Reply, ApiError> {
     match handler {
         Handler::PresenceStream => crate::presence::sse::stream(state, req).await,
+        Handler::Checkout | Handler::Purchase => {
+            state.sale_limits.check(peer)?;
+            dispatch_full(state, handler, req, param).await.map(full)
+        }
         _ => dispatch_full(state, handler, req, param).await.map(full),
     }
 }

@@ -64,6 +64,7 @@ fn serve_connection(
     fresh: &Fresh,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let state = state.clone();
     let builder = builder.clone();
     fresh.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +78,7 @@ fn serve_connection(
                 if crate::presence::grpc::is_grpc(&req) {
                     Ok::<_, std::convert::Infallible>(state.grpc.serve(req).await)
                 } else {
-                    crate::http::handle(state, req).await
+                    crate::http::handle(state, req, peer).await
                 }
             }
         });

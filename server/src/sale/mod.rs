@@ -10,6 +10,7 @@
 //! Sale records route by item id. Redis state lost (restart, flush) is rebuilt from
 //! Postgres before the sale takes checkouts again ([`rebuild`]). See docs/SALE.md.
 
+pub mod limit;
 mod rebuild;
 mod scripts;
 mod store;
