@@ -55,3 +55,25 @@ async fn admin_routes_need_the_admin_token_when_one_is_set() {
     assert_eq!(app.client.get(app.url("/health")).send().await.unwrap().status(), 200);
     assert_ne!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 401);
 }
+
+#[tokio::test]
+async fn over_the_connection_limit_a_client_is_refused_clearly_and_others_are_served() {
+    let app = TestApp::start_with(1, &[("MAX_CONNECTIONS", "50".into())]).await;
+    // 50 idle connections fill the worker.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next one is told so at once, not left hanging.
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    extra.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = String::new();
+    tokio::time::timeout(Duration::from_secs(3), extra.read_to_string(&mut buf)).await.expect("answered").unwrap();
+    assert!(buf.starts_with("HTTP/1.1 503"), "{buf}");
+    assert!(buf.contains("TOO_MANY_CONNECTIONS") && buf.to_ascii_lowercase().contains("retry-after: 1"), "{buf}");
+    // Idle ones leaving frees room for active clients.
+    idle.truncate(10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.get_json("/health").await.0, 200);
+}

@@ -13,8 +13,10 @@
 //!    which for a fresh connection would reset a request already on the wire;
 //! 4. graceful shutdown: wait for in-flight requests, up to the grace period.
 //!
-//! Defensive like mini-redis's `Listener::run`: a semaphore caps open connections, and
-//! accept errors (EMFILE under a connection storm) back off instead of spinning.
+//! Defensive like mini-redis's `Listener::run`: a semaphore caps open connections (one over
+//! the cap gets an immediate 503 `TOO_MANY_CONNECTIONS` and is closed, instead of waiting
+//! unseen in the kernel's backlog), and accept errors (EMFILE under a connection storm) back
+//! off instead of spinning.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -92,6 +94,29 @@ fn serve_connection(
     });
 }
 
+/// Over `max_connections`: a clear, cheap refusal instead of leaving the client in the
+/// kernel's backlog (where it would time out): one static HTTP/1.1 503, then close.
+fn refuse(mut stream: TcpStream) {
+    const BODY: &str = r#"{"error":"too many open connections on this worker; retry","code":"TOO_MANY_CONNECTIONS"}"#;
+    static REPLY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let reply = REPLY.get_or_init(|| {
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        )
+    });
+    metrics::counter!("http_connections_refused_total").increment(1);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(reply.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
+}
+
 /// Serves until `shutdown` fires, then drains for at most `shutdown_grace_ms`.
 pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToken) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -107,10 +132,6 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
     let fresh: Fresh = Arc::new(AtomicUsize::new(0));
 
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
@@ -118,7 +139,10 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
         match accepted {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(5);
-                serve_connection(stream, &state, &builder, graceful.watcher(), Some(permit), &fresh);
+                match limit.clone().try_acquire_owned() {
+                    Ok(permit) => serve_connection(stream, &state, &builder, graceful.watcher(), Some(permit), &fresh),
+                    Err(_) => refuse(stream),
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
