@@ -77,3 +77,18 @@ async fn over_the_connection_limit_a_client_is_refused_clearly_and_others_are_se
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.get_json("/health").await.0, 200);
 }
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let app = TestApp::start(1).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let mut req = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 500_000));
+    req.extend_from_slice(b"\r\n\r\n");
+    let _ = s.write_all(&req).await; // the server may close before reading it all
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("answered").unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    assert_eq!(app.get_json("/health").await.0, 200, "the worker is fine");
+}
