@@ -12,6 +12,8 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod observability;
 pub mod openapi;

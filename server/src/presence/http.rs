@@ -19,14 +19,14 @@ use crate::state::State;
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 #[derive(Deserialize)]
-struct HeartbeatBody<'a> {
+pub(crate) struct HeartbeatBody<'a> {
     #[serde(rename = "userId", borrow)]
     user_id: std::borrow::Cow<'a, str>,
 }
 
 /// Borrows the ids from the request body (no allocation per id unless one is escaped).
 #[derive(Deserialize)]
-struct StatusBody<'a> {
+pub(crate) struct StatusBody<'a> {
     #[serde(rename = "userIds", borrow)]
     user_ids: Vec<std::borrow::Cow<'a, str>>,
 }

@@ -100,7 +100,7 @@ fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
     query_pairs(req.uri().query()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).filter(|v| !v.is_empty())
 }
 
-fn sale_id_param(v: Option<String>, name: &'static str) -> Result<String, ApiError> {
+pub(crate) fn sale_id_param(v: Option<String>, name: &'static str) -> Result<String, ApiError> {
     let v =
         v.ok_or_else(|| ApiError::bad_request("MISSING_PARAMETER", format!("query parameter {name} is required")))?;
     if !is_valid_id(&v) {
@@ -203,7 +203,7 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn is_code(s: &str) -> bool {
+pub(crate) fn is_code(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

@@ -32,7 +32,7 @@ pub const MAX_LIMIT: i64 = 100;
 pub const MAX_OFFSET: i64 = 10_000;
 
 #[derive(Debug, Default)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     limit: Option<i64>,
     offset: Option<i64>,
     cursor: Option<(DateTime<Utc>, String)>,
@@ -47,7 +47,7 @@ pub fn encode_cursor(u: &User) -> String {
     format!("{}.{}", u.created_at.timestamp_micros(), u.id)
 }
 
-fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+pub(crate) fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, String), ApiError> {
     let invalid =
         || ApiError::bad_request("INVALID_CURSOR", "cursor is malformed; pass back the X-Next-Cursor value unchanged");
     let (micros, id) = s.split_once('.').ok_or_else(invalid)?;
@@ -58,7 +58,7 @@ fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, String), ApiError> {
     Ok((ts, id.to_owned()))
 }
 
-fn parse_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
+pub(crate) fn parse_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut out = ListQuery::default();
     for (k, v) in query_pairs(q) {
         match k.as_ref() {

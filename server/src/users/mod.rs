@@ -12,7 +12,7 @@
 //! Every id routes through the ring to exactly one shard (`Route::One`); only the list
 //! fans out to all (`Route::All`).
 
-mod list;
+pub(crate) mod list;
 pub mod model;
 mod repo;
 
