@@ -28,10 +28,10 @@ define with_bench_server
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:$(BENCH_PORT)/health >/dev/null && break; sleep 0.2; done; \
 	  SERVER_PID=$$pid BASE=http://127.0.0.1:$(BENCH_PORT) $(1)
 endef
-.PHONY: check-compose compose-up compose-down compose-ps compose-logs venv help up down down-clean ps status stats logs logs-all shards db-shell \
+.PHONY: check-compose compose-up compose-down compose-ps compose-logs venv venv-bench help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest loadtest-read loadtest-sale loadtest-presence bench bench-10k bench-cache bench-sale bench-presence bench-ring
+        loadtest-smoke loadtest loadtest-read loadtest-sale loadtest-presence bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -94,6 +94,9 @@ VENV := .venv
 venv: ## Project virtualenv (.venv) with the Python tools the checks and load tests use
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c "import yaml" 2>/dev/null || $(VENV)/bin/pip install -q pyyaml
+
+venv-bench: venv ## The venv plus matplotlib (the charts of make bench)
+	@$(VENV)/bin/python -c "import matplotlib" 2>/dev/null || $(VENV)/bin/pip install -q matplotlib
 
 check-compose: venv ## Static checks of docker-compose.yml and the Dockerfile (no Docker engine needed)
 	@$(VENV)/bin/python scripts/check-compose.py
@@ -179,9 +182,17 @@ loadtest-sale: build ## Seed 004's k6 script (unchanged; needs :8080 free) + a c
 	  $(VENV)/bin/python -c 'import glob, json, sys; f = sorted(glob.glob("loadtest/results/sale-seed004-*.json"))[-1]; c = json.load(open(f))["metrics"]["checks"]; print("seed 004 script: %d checks passed, %d failed" % (c["passes"], c["fails"])); sys.exit(1 if c["fails"] else 0)' && \
 	  loadtest/k6.sh loadtest/k6/sale-contention.js
 
-bench: build ## Benchmark report: each figure beside its ceiling (pgbench, bare hyper), ratios from one run
-	@$(CARGO) build -q --release -p shardgate --example hello
-	$(call with_bench_server,loadtest/bench.sh)
+# One run: the machine's ceilings, then every endpoint family; report + charts in
+# loadtest/results/bench-<time>/. A sale series and a Redis prefix of its own (its keys deleted at the end).
+BB_STAMP := $(shell date +%s)
+BB_PREFIX := bb$(BB_STAMP):
+bench: BENCH_ENV = SALE_NAME=bench$(BB_STAMP) SALE_ITEMS=1000000 SALE_USER_LIMIT=10 REDIS_KEY_PREFIX=$(BB_PREFIX)
+bench: build venv-bench ## One benchmark run: ceilings (hello, /health, redis-benchmark, pgbench), then every endpoint family; table, report.md, charts
+	@$(CARGO) build -q --release -p shardgate --examples
+	$(call with_bench_server,KEY_PREFIX=$(BB_PREFIX) loadtest/bench.sh)
+
+bench-compare: venv-bench ## Compare the two newest make bench runs (or A=<run folder> B=<run folder>)
+	@$(VENV)/bin/python loadtest/compare.py $(A) $(B)
 
 bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 req/s (open model), p99 target < 10 ms
 	$(call with_bench_server,loadtest/headline.sh)
