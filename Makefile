@@ -31,7 +31,7 @@ endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv venv-bench help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest loadtest-read loadtest-sale loadtest-presence bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring
+        loadtest-smoke loadtest loadtest-read loadtest-sale loadtest-presence bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -135,6 +135,11 @@ dev: up build ## Start everything: cluster + migrations + server on :8080 (foreg
 	@echo "shardgate on http://127.0.0.1:$(PORT)  (Ctrl-C stops the server; make down stops the cluster)"
 	@PORT=$(PORT) $(if $(WORKERS),WORKERS=$(WORKERS)) $(BIN_RELEASE) serve 2>&1 | tee -a $(LOGDIR)/shardgate.log
 
+reload: ## Rolling restart of the running server (SIGHUP): every worker replaced, one at a time, no failed request
+	@pid=$$(cat $${TMPDIR:-/tmp}/shardgate-$(PORT).lock 2>/dev/null); \
+	  if [ -n "$$pid" ] && kill -0 $$pid 2>/dev/null; then kill -HUP $$pid && echo "SIGHUP sent to the supervisor (pid $$pid); follow it with make logs"; \
+	  else echo "no shardgate serving port $(PORT)"; exit 1; fi
+
 restart: ## Restart the server in the background (logs: make logs)
 	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; sleep 1; true
 	@test -x $(BIN_RELEASE) || $(CARGO) build --release -p shardgate
@@ -207,6 +212,13 @@ bench-presence: build ## Presence: heartbeats and status batches vs /health, 10,
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
 	$(call with_bench_server,loadtest/bench-cache.sh)
+
+## ---- hostile input ----
+FUZZ_SECONDS ?= 60
+fuzz: ## cargo fuzz of every request parser for FUZZ_SECONDS (60); needs a nightly toolchain (rustup)
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly"; exit 2; }
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@cd fuzz && $(CARGO) +nightly fuzz run request_input -- -max_total_time=$(FUZZ_SECONDS)
 
 ## ---- containers (Docker Compose; not runnable on this project's CI machine) ----
 compose-up: ## The same topology in containers: 5 primaries, 5 replicas, 5 PgBouncers, Redis, migrations, the API
