@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -153,12 +152,23 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
     }
 
     // 1. Take what the kernel already queued for us, then stop accepting.
+    // Real accept(2) calls until the queue is empty: tokio's accept would answer Pending
+    // whenever the reactor has not yet seen the readiness event (a busy runtime), and closing
+    // the socket then would reset connections that are already queued.
     let mut queued = 0;
-    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-        serve_connection(stream, &state, &builder, graceful.watcher(), None, &fresh);
-        queued += 1;
+    match listener.into_std() {
+        Ok(std_listener) => {
+            while let Ok((stream, _)) = std_listener.accept() {
+                let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+                if let Ok(stream) = stream {
+                    serve_connection(stream, &state, &builder, graceful.watcher(), None, &fresh);
+                    queued += 1;
+                }
+            }
+            drop(std_listener);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not take the listener's queue before closing it"),
     }
-    drop(listener);
     // 2-3. Tell HTTP/1 clients to go away after this response; let sent requests arrive.
     state.draining.store(true, Ordering::Relaxed);
     tracing::info!(queued, "listener closed; draining");

@@ -30,8 +30,20 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
         let cancel = CancellationToken::new();
         let metrics = Metrics::install(run_dir.clone(), slot);
         metrics::gauge!("shardgate_worker_restarts", "slot" => slot.to_string()).set(restarts as f64);
-        let listener = bind_reuseport(cfg.listen)
-            .map_err(|e| anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", cfg.listen))?;
+        // Signals first: a SIGTERM while the worker is still starting ends it cleanly (the
+        // accept loop then sees a cancelled token) instead of killing it by the default action.
+        // SIGHUP is the supervisor's (rolling restart); a worker that gets one too (a
+        // process-group signal, `pkill -HUP`) must not die of it.
+        let hup = signal(SignalKind::hangup())?;
+        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
+            }
+            stop.cancel();
+        });
         let state = AppState::build(cfg, metrics, cancel.clone()).await?;
         state.metrics.serve_peers(cancel.clone())?;
         let (s, stop) = (state.clone(), cancel.clone());
@@ -44,28 +56,17 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
                 }
             }
         });
+        // Bind only now, when the worker can serve: the kernel hands connections to listening
+        // sockets only, so none waits in the queue of a worker that is still starting (where a
+        // stop during start-up would reset it).
+        let listener = bind_reuseport(state.cfg.listen)
+            .map_err(|e| anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", state.cfg.listen))?;
         tracing::info!(slot, pid = std::process::id(), addr = %state.cfg.listen, threads, "worker serving");
         // Tell the supervisor this worker listens (a rolling restart waits for it before it
         // stops the worker this one replaces).
         if let Some(dir) = &run_dir {
             let _ = std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"");
         }
-
-        // SIGHUP is the supervisor's (rolling restart); a worker that gets one too (a
-        // process-group signal, `pkill -HUP`) must not die of the default action.
-        let hup = signal(SignalKind::hangup());
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-                (Ok(t), Ok(i)) => (t, i),
-                _ => return,
-            };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: draining"),
-                _ = int.recv() => tracing::info!("SIGINT: draining"),
-            }
-            stop.cancel();
-        });
 
         crate::http::server::run(listener, state.clone(), cancel.clone()).await;
         drop(hup);
