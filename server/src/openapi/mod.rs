@@ -101,7 +101,11 @@ mod tests {
                     // `=> "X"` arms only count in the error mapping itself.
                     if is_code && (marker != "=> \"" || p.ends_with("http/error.rs")) {
                         found += 1;
-                        assert!(codes.iter().any(|c| c == lit), "{lit} ({}) is not in openapi.json's Error.code enum", p.display());
+                        assert!(
+                            codes.iter().any(|c| c == lit),
+                            "{lit} ({}) is not in openapi.json's Error.code enum",
+                            p.display()
+                        );
                     }
                 }
             }

@@ -59,8 +59,9 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
         // Bind only now, when the worker can serve: the kernel hands connections to listening
         // sockets only, so none waits in the queue of a worker that is still starting (where a
         // stop during start-up would reset it).
-        let listener = bind_reuseport(state.cfg.listen)
-            .map_err(|e| anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", state.cfg.listen))?;
+        let listener = bind_reuseport(state.cfg.listen).map_err(|e| {
+            anyhow::anyhow!("cannot bind {}: {e} (is another program using the port?)", state.cfg.listen)
+        })?;
         tracing::info!(slot, pid = std::process::id(), addr = %state.cfg.listen, threads, "worker serving");
         // Tell the supervisor this worker listens (a rolling restart waits for it before it
         // stops the worker this one replaces).
