@@ -31,7 +31,7 @@ endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv venv-bench help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz
+        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz chaos chaos-down
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -45,9 +45,11 @@ down: ## Stop the cluster (and the server started by make dev)
 	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; true
 	@$(CLUSTER) down
 
-down-clean: ## Stop everything and delete all cluster data (clean slate)
+down-clean: ## Stop everything and delete all cluster data (clean slate), the chaos suite's cluster too
 	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; true
 	@$(CLUSTER) clean
+	@if [ -d .cluster-chaos ]; then CLUSTER_DIR=.cluster-chaos PRIMARY_PORT_BASE=5540 REPLICA_PORT_BASE=5550 \
+	  POOLER_PORT_BASE=6530 REDIS_PORT=6391 $(CLUSTER) clean; fi
 
 ps: ## Show each piece of the cluster up/down with replica lag
 	@$(CLUSTER) status
@@ -106,8 +108,10 @@ test: check-compose ## Run every test against the real cluster (brings it up and
 	@$(CLUSTER) up >/dev/null
 	@$(ADMIN) migrate up >/dev/null
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --no-fail-fast; \
-	else $(CARGO) test --workspace --no-fail-fast; fi
+	  $(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(chaos)' && \
+	  $(CARGO) nextest run -p shardgate --test chaos --no-capture; \
+	else $(CARGO) test --workspace --no-fail-fast -- --skip chaos_ && \
+	  $(CARGO) test -p shardgate --test chaos -- --nocapture; fi
 	@$(CARGO) test --workspace --doc -q
 
 test-coverage: ## Test coverage with cargo-tarpaulin (installed on first use)
@@ -283,6 +287,16 @@ bench-presence: build ## Presence: heartbeats and status batches vs /health, 10,
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
 	$(call with_bench_server,loadtest/bench-cache.sh)
+
+## ---- faults ----
+CHAOS_FAULT_SECS ?= 10
+CHAOS_CLIENTS ?= 16
+chaos: ## Fault scenarios under sustained mixed load on a cluster of their own (.cluster-chaos), each with a data check; prints a table
+	@CHAOS_FAULT_SECS=$(CHAOS_FAULT_SECS) CHAOS_CLIENTS=$(CHAOS_CLIENTS) $(if $(CHAOS_SCENARIOS),CHAOS_SCENARIOS=$(CHAOS_SCENARIOS)) \
+	  $(CARGO) nextest run -p shardgate --test chaos --no-capture
+
+chaos-down: ## Stop the chaos suite's own cluster (.cluster-chaos)
+	@CLUSTER_DIR=.cluster-chaos PRIMARY_PORT_BASE=5540 REPLICA_PORT_BASE=5550 POOLER_PORT_BASE=6530 REDIS_PORT=6391 $(CLUSTER) down
 
 ## ---- hostile input ----
 FUZZ_SECONDS ?= 60

@@ -16,7 +16,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARDS="${SHARDS:-5}"
-DATA="${CLUSTER_DIR:-$ROOT/.cluster}"
+DATA="$(realpath -m "${CLUSTER_DIR:-$ROOT/.cluster}")"
 RUN="$DATA/run"
 DB_NAME="${SHARDGATE_DB_NAME:-shardgate}"
 REDIS_PORT="${REDIS_PORT:-6379}"

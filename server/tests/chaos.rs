@@ -1,0 +1,913 @@
+//! Faults under sustained mixed load, each followed by a data check (`make chaos`; the short
+//! form runs in `make test`).
+//!
+//! The scenarios break things for real — `kill -9` of a primary, a stopped replica, a stopped
+//! Redis, SIGKILL of a worker, SIGTERM of the server, a rolling restart — so they run on a
+//! cluster of their own (`.cluster-chaos/`: primaries :5540+, replicas :5550+, PgBouncers
+//! :6530+, Redis :6391, brought up by the same `scripts/cluster.sh`). Every other test keeps
+//! the shared cluster; a failed scenario still restarts what it stopped (a guard), and the
+//! next run's `cluster.sh up` heals anything left down.
+//!
+//! While a scenario runs, `CHAOS_CLIENTS` tasks send a mix of creates, updates, deletes,
+//! reads, cache reads, heartbeats and checkout+purchase pairs on fresh connections, keeping a
+//! ledger of every acknowledged write. Afterwards the ledger is checked against the
+//! primaries row by row: every acknowledged create/update/delete/purchase is there exactly as
+//! acknowledged, on its owning shard only; no purchase exists that was not acknowledged,
+//! except those whose response was lost (counted, then confirmed by retrying the idempotent
+//! purchase).
+//!
+//! `CHAOS_FAULT_SECS` (default 3; `make chaos` uses 10) is how long each fault lasts;
+//! `CHAOS_SCENARIOS` (comma list) runs a subset.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{repo_root, TestApp};
+use sharding::Ring;
+use sonic_rs::JsonValueTrait;
+
+const PRIMARY_BASE: u16 = 5540;
+const REPLICA_BASE: u16 = 5550;
+const POOLER_BASE: u16 = 6530;
+const REDIS_PORT: u16 = 6391;
+const SHARDS: u16 = 5;
+
+fn cluster_dir() -> std::path::PathBuf {
+    repo_root().join(".cluster-chaos")
+}
+
+fn cluster(cmd: &str) {
+    let out = Command::new(repo_root().join("scripts/cluster.sh"))
+        .arg(cmd)
+        .env("CLUSTER_DIR", cluster_dir())
+        .env("PRIMARY_PORT_BASE", PRIMARY_BASE.to_string())
+        .env("REPLICA_PORT_BASE", REPLICA_BASE.to_string())
+        .env("POOLER_PORT_BASE", POOLER_BASE.to_string())
+        .env("REDIS_PORT", REDIS_PORT.to_string())
+        .env("SHARDS", SHARDS.to_string())
+        .output()
+        .expect("run scripts/cluster.sh");
+    assert!(out.status.success(), "cluster.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn server_env(tag: &str) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&'static str, String)> = Vec::new();
+    for i in 0..SHARDS {
+        for (kind, base) in [("PRIMARY", PRIMARY_BASE), ("REPLICA", REPLICA_BASE), ("POOLER", POOLER_BASE)] {
+            let k: &'static str = Box::leak(format!("SHARDGATE_SHARD_{i}_{kind}").into_boxed_str());
+            env.push((k, format!("127.0.0.1:{}", base + i)));
+        }
+    }
+    env.extend([
+        ("REDIS_URL", format!("redis://127.0.0.1:{REDIS_PORT}")),
+        ("REDIS_KEY_PREFIX", format!("{tag}:")),
+        ("SALE_NAME", tag.to_string()),
+        ("SALE_ITEMS", "100000000".into()),
+        ("USER_STATUS_TTL", "2s".into()),
+        ("HEARTBEAT_INTERVAL", "1s".into()),
+        ("PRESENCE_SWEEP_INTERVAL_MS", "100".into()),
+        ("DB_PRIMARY_POOL_SIZE", "8".into()),
+        ("DB_REPLICA_POOL_SIZE", "8".into()),
+        ("SHUTDOWN_GRACE_MS", "10000".into()),
+        // Seed 001's 300 ms lookup deadline measures CPU starvation on a loaded 2-core box
+        // (the cluster restarting a primary while the load runs), not fault isolation.
+        ("REQUEST_TIMEOUT_MS", "2000".into()),
+    ]);
+    env
+}
+
+fn migrate(env: &[(&'static str, String)]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["migrate", "up"])
+        .current_dir(repo_root())
+        .env("SHARDGATE_TOPOLOGY", repo_root().join("config/topology.toml"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn fault_secs() -> u64 {
+    std::env::var("CHAOS_FAULT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+fn clients() -> usize {
+    std::env::var("CHAOS_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
+}
+
+// ---------------------------------------------------------------- the load and its ledger
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+enum Kind {
+    Create,
+    Update,
+    Delete,
+    Read,
+    CacheRead,
+    Heartbeat,
+    Checkout,
+    Purchase,
+}
+
+impl Kind {
+    fn is_write(self) -> bool {
+        matches!(self, Kind::Create | Kind::Update | Kind::Delete | Kind::Checkout | Kind::Purchase)
+    }
+    fn redis(self) -> bool {
+        matches!(self, Kind::Heartbeat | Kind::Checkout | Kind::Purchase)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Failure {
+    /// An HTTP answer that is not the expected success: status and error code.
+    Status(u16, String),
+    /// No connection (refused): the request was never sent.
+    Connect,
+    /// Sent, but no answer (reset, closed, timed out): the request was in flight.
+    InFlight,
+}
+
+#[derive(Debug)]
+struct Rec {
+    at: Duration,
+    kind: Kind,
+    shard: u16,
+    latency: Duration,
+    failure: Option<Failure>,
+}
+
+/// What a row must look like after the run: exactly one state, or one of two when the
+/// response to the write that would move it was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Row {
+    Absent,
+    Present(String),
+}
+
+#[derive(Default)]
+struct Ledger {
+    users: HashMap<String, Vec<Row>>, // one element: acknowledged; two: before/after a lost response
+    purchases: HashMap<String, (String, String)>, // item -> (code, user), acknowledged
+    lost_purchases: HashMap<String, (String, String)>, // purchase sent, answer lost
+    recs: Vec<Rec>,
+    /// The scenario's id prefix: every user, item and buyer id of this load starts with it.
+    run: String,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Ledger>>,
+    t0: Instant,
+    run: String,
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<String>,
+) -> (Result<(u16, sonic_rs::Value), Failure>, Duration) {
+    let t = Instant::now();
+    let mut rb = client.request(method, url);
+    if let Some(b) = body {
+        rb = rb.header("content-type", "application/json").body(b);
+    }
+    let r = match rb.send().await {
+        Ok(resp) => {
+            let st = resp.status().as_u16();
+            match resp.text().await {
+                Ok(text) => Ok((st, sonic_rs::from_str(&text).unwrap_or_default())),
+                Err(_) => Err(Failure::InFlight),
+            }
+        }
+        Err(e) if e.is_connect() => Err(Failure::Connect),
+        Err(_) => Err(Failure::InFlight),
+    };
+    (r, t.elapsed())
+}
+
+fn failure_of(r: &Result<(u16, sonic_rs::Value), Failure>, ok: &[u16]) -> Option<Failure> {
+    match r {
+        Ok((st, _)) if ok.contains(st) => None,
+        Ok((st, v)) => Some(Failure::Status(*st, v["code"].as_str().unwrap_or("").to_string())),
+        Err(f) => Some(f.clone()),
+    }
+}
+
+impl Load {
+    fn start(base: &str, run: &str, ring: &Ring, n: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now();
+        let tasks = (0..n)
+            .map(|c| {
+                let (stop, base, ring) = (stop.clone(), base.to_string(), ring.clone());
+                let prefix = format!("{run}{c}"); // short: seed 001's /v1/users takes ids of at most 20
+                tokio::spawn(async move { drive(&base, &prefix, &ring, &stop, t0).await })
+            })
+            .collect();
+        Load { stop, tasks, t0, run: run.to_string() }
+    }
+
+    async fn stop(self) -> Ledger {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Ledger { run: self.run, ..Ledger::default() };
+        for t in self.tasks {
+            let l = t.await.expect("load task");
+            all.users.extend(l.users);
+            all.purchases.extend(l.purchases);
+            all.lost_purchases.extend(l.lost_purchases);
+            all.recs.extend(l.recs);
+        }
+        all
+    }
+}
+
+/// One client: a fresh connection per request (so "in flight" is exact), ~2 ms apart.
+async fn drive(base: &str, prefix: &str, ring: &Ring, stop: &AtomicBool, t0: Instant) -> Ledger {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(10)).build().unwrap();
+    let mut l = Ledger::default();
+    let mut live: Vec<(String, String)> = Vec::new(); // users whose state is acknowledged and present
+    let mut n = 0u64;
+    let shard = |id: &str| ring.shard_for_str(id).get();
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let slot = (n * 7) % 20; // a fixed interleaving of the mix
+        let at = t0.elapsed();
+        let pick = live.len().checked_sub(1).map(|m| (n as usize * 31) % (m + 1));
+        let (kind, sh, latency, failure) = match (slot, pick) {
+            (0..=4, _) | (5..=13, None) => {
+                let id = format!("{prefix}u{n}");
+                let name = format!("v{n}");
+                let body = format!(r#"{{"id":"{id}","first_name":"{name}","last_name":"Chaos"}}"#);
+                let (r, lat) = call(&client, reqwest::Method::POST, format!("{base}/api/v1/users/"), Some(body)).await;
+                let f = failure_of(&r, &[201]);
+                match f {
+                    None => {
+                        l.users.insert(id.clone(), vec![Row::Present(name.clone())]);
+                        live.push((id.clone(), name));
+                    }
+                    // Refused: never sent, so certainly not written.
+                    Some(Failure::Connect) => drop(l.users.insert(id.clone(), vec![Row::Absent])),
+                    Some(_) => drop(l.users.insert(id.clone(), vec![Row::Absent, Row::Present(name)])),
+                }
+                (Kind::Create, shard(&id), lat, f)
+            }
+            (5..=8, Some(i)) => {
+                let (id, old) = live[i].clone();
+                let name = format!("v{n}");
+                let (r, lat) = call(
+                    &client,
+                    reqwest::Method::PATCH,
+                    format!("{base}/api/v1/users/{id}"),
+                    Some(format!(r#"{{"first_name":"{name}"}}"#)),
+                )
+                .await;
+                let f = failure_of(&r, &[200]);
+                match f {
+                    None => {
+                        l.users.insert(id.clone(), vec![Row::Present(name.clone())]);
+                        live[i].1 = name;
+                    }
+                    Some(Failure::Connect) => drop(l.users.insert(id.clone(), vec![Row::Present(old)])),
+                    Some(_) => {
+                        l.users.insert(id.clone(), vec![Row::Present(old), Row::Present(name)]);
+                        live.swap_remove(i); // its state is uncertain: not touched again
+                    }
+                }
+                (Kind::Update, shard(&id), lat, f)
+            }
+            (9, Some(i)) => {
+                let (id, old) = live.swap_remove(i);
+                let (r, lat) = call(&client, reqwest::Method::DELETE, format!("{base}/api/v1/users/{id}"), None).await;
+                let f = failure_of(&r, &[204]);
+                let rows = match f {
+                    None => vec![Row::Absent],
+                    Some(Failure::Connect) => {
+                        live.push((id.clone(), old.clone()));
+                        vec![Row::Present(old)]
+                    }
+                    Some(_) => vec![Row::Present(old), Row::Absent],
+                };
+                l.users.insert(id.clone(), rows);
+                (Kind::Delete, shard(&id), lat, f)
+            }
+            (10..=12, Some(i)) => {
+                let id = &live[i].0;
+                let (r, lat) = call(&client, reqwest::Method::GET, format!("{base}/api/v1/users/{id}"), None).await;
+                (Kind::Read, shard(id), lat, failure_of(&r, &[200]))
+            }
+            (13, Some(i)) => {
+                let id = &live[i].0;
+                let (r, lat) = call(&client, reqwest::Method::GET, format!("{base}/v1/users?user_id={id}"), None).await;
+                (Kind::CacheRead, shard(id), lat, failure_of(&r, &[200]))
+            }
+            (14..=16, _) => {
+                let id = format!("{prefix}-h{}", n % 50);
+                let body = format!(r#"{{"userId":"{id}"}}"#);
+                let (r, lat) = call(&client, reqwest::Method::POST, format!("{base}/heartbeat"), Some(body)).await;
+                (Kind::Heartbeat, shard(&id), lat, failure_of(&r, &[200]))
+            }
+            _ => {
+                // A checkout on a fresh item by a fresh buyer, then its purchase.
+                let (item, user) = (format!("{prefix}-i{n}"), format!("{prefix}-b{n}"));
+                let (r, lat) =
+                    call(&client, reqwest::Method::POST, format!("{base}/checkout?user_id={user}&id={item}"), None)
+                        .await;
+                let f = failure_of(&r, &[200]);
+                let code = r.ok().and_then(|(_, v)| v["code"].as_str().map(str::to_string));
+                match (f, code) {
+                    (None, Some(code)) => {
+                        l.recs.push(Rec { at, kind: Kind::Checkout, shard: shard(&item), latency: lat, failure: None });
+                        let at = t0.elapsed();
+                        let (r, lat) =
+                            call(&client, reqwest::Method::POST, format!("{base}/purchase?code={code}"), None).await;
+                        let f = failure_of(&r, &[200]);
+                        match f {
+                            None => drop(l.purchases.insert(item.clone(), (code, user))),
+                            Some(Failure::Connect) => {} // never sent: the item must stay unsold
+                            Some(_) => drop(l.lost_purchases.insert(item.clone(), (code, user))),
+                        }
+                        l.recs.push(Rec { at, kind: Kind::Purchase, shard: shard(&item), latency: lat, failure: f });
+                    }
+                    (f, _) => l.recs.push(Rec {
+                        at,
+                        kind: Kind::Checkout,
+                        shard: shard(&item),
+                        latency: lat,
+                        failure: f.or(Some(Failure::Status(200, "NO_CODE".into()))),
+                    }),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+        };
+        l.recs.push(Rec { at, kind, shard: sh, latency, failure });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    l
+}
+
+// ---------------------------------------------------------------- the data check
+
+#[derive(Default, Debug)]
+struct Check {
+    writes_checked: usize,
+    purchases_checked: usize,
+    uncertain: usize,
+    lost_responses_confirmed: usize,
+    lost: Vec<String>,
+}
+
+async fn primaries() -> Vec<sqlx::PgPool> {
+    let mut pools = Vec::new();
+    for i in 0..SHARDS {
+        let url = format!("postgres://postgres@127.0.0.1:{}/shardgate", PRIMARY_BASE + i);
+        pools.push(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(20))
+                .connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("connect {url}: {e}")),
+        );
+    }
+    pools
+}
+
+async fn check(ledger: &mut Ledger, ring: &Ring, base: &str, sale: &str) -> Check {
+    let pools = primaries().await;
+    let mut c = Check::default();
+    // Lost purchase answers: a client retries the idempotent purchase once the service is back.
+    let client = reqwest::Client::new();
+    for (item, (code, user)) in std::mem::take(&mut ledger.lost_purchases) {
+        let mut confirmed = false;
+        for _ in 0..20 {
+            match call(&client, reqwest::Method::POST, format!("{base}/purchase?code={code}"), None).await.0 {
+                Ok((200, _)) => {
+                    confirmed = true;
+                    break;
+                }
+                Ok((st, _)) if st < 500 => break, // the hold expired or the item went elsewhere: never bought
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        if confirmed {
+            c.lost_responses_confirmed += 1;
+            ledger.purchases.insert(item, (code, user));
+        } else {
+            c.uncertain += 1;
+            ledger.lost_purchases.insert(item, (code, user));
+        }
+    }
+
+    let ids: Vec<String> = ledger.users.keys().cloned().collect();
+    let mut found: HashMap<String, Vec<(u16, String)>> = HashMap::new();
+    for (s, pool) in pools.iter().enumerate() {
+        let rows: Vec<(String, String)> = sqlx::query_as("select id, first_name from users where id = any($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .expect("read users");
+        for (id, name) in rows {
+            found.entry(id).or_default().push((s as u16, name));
+        }
+    }
+    for (id, expect) in &ledger.users {
+        let rows = found.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let owner = ring.shard_for_str(id).get();
+        let actual = match rows {
+            [] => Row::Absent,
+            [(s, name)] if *s == owner => Row::Present(name.clone()),
+            more => {
+                c.lost.push(format!("{id}: on shards {more:?}, owner {owner}"));
+                continue;
+            }
+        };
+        if expect.len() == 1 {
+            c.writes_checked += 1;
+        } else {
+            c.uncertain += 1;
+        }
+        if !expect.contains(&actual) {
+            c.lost.push(format!("{id}: acknowledged {expect:?}, Postgres has {actual:?}"));
+        }
+    }
+
+    let mut sold: HashMap<String, (u16, String, String)> = HashMap::new();
+    for (s, pool) in pools.iter().enumerate() {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "select item_id, code, user_id from sales where sale_id like $1 || '-%' and item_id like $2 || '%'",
+        )
+        .bind(sale)
+        .bind(&ledger.run)
+        .fetch_all(pool)
+        .await
+        .expect("read sales");
+        for (item, code, user) in rows {
+            if let Some(prev) = sold.insert(item.clone(), (s as u16, code, user)) {
+                c.lost.push(format!("item {item} sold twice (also on shard {})", prev.0));
+            }
+        }
+    }
+    for (item, (code, user)) in &ledger.purchases {
+        c.purchases_checked += 1;
+        match sold.get(item) {
+            Some((s, dc, du)) if dc == code && du == user && *s == ring.shard_for_str(item).get() => {}
+            other => c.lost.push(format!("purchase of {item} acknowledged, Postgres has {other:?}")),
+        }
+    }
+    for item in sold.keys() {
+        if !ledger.purchases.contains_key(item) && !ledger.lost_purchases.contains_key(item) {
+            c.lost.push(format!("purchase of {item} in Postgres was never acknowledged nor attempted"));
+        }
+    }
+    for p in pools {
+        p.close().await;
+    }
+    c
+}
+
+fn assert_none_lost(c: &Check) {
+    assert!(
+        c.lost.is_empty(),
+        "{} lost or misplaced writes, first ones: {:?}",
+        c.lost.len(),
+        &c.lost[..c.lost.len().min(10)]
+    );
+}
+
+// ---------------------------------------------------------------- faults
+
+fn pg_ctl(args: &[&str]) {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pg_ctl"))
+        .filter(|p| p.exists())
+        .max()
+        .expect("pg_ctl");
+    let mut cmd = if unsafe_is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let out = cmd.args(args).output().unwrap();
+    assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+fn postmaster_pid(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("postmaster.pid")).unwrap().lines().next().unwrap().to_string()
+}
+
+/// Restarts whatever a scenario stopped, even when the scenario panics.
+struct Heal;
+impl Drop for Heal {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::panic::catch_unwind(|| cluster("up"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+struct Report {
+    name: &'static str,
+    fault: String,
+    requests: usize,
+    rate: f64,
+    failed: BTreeMap<String, usize>,
+    check: Check,
+    notes: Vec<String>,
+}
+
+fn summarize(recs: &[Rec], took: Duration) -> (usize, f64, BTreeMap<String, usize>) {
+    let mut failed = BTreeMap::new();
+    for r in recs {
+        if let Some(f) = &r.failure {
+            let k = match f {
+                Failure::Status(st, code) => format!("{:?} {st} {code}", r.kind),
+                Failure::Connect => format!("{:?} refused", r.kind),
+                Failure::InFlight => format!("{:?} no-answer", r.kind),
+            };
+            *failed.entry(k).or_default() += 1;
+        }
+    }
+    (recs.len(), recs.len() as f64 / took.as_secs_f64(), failed)
+}
+
+fn print_table(reports: &[Report]) {
+    println!();
+    println!(
+        "{:<14} {:<44} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5}  failed by kind",
+        "scenario", "fault injected", "requests", "rate/s", "failed", "acked", "purchases", "uncertain", "lost"
+    );
+    for r in reports {
+        let failed: usize = r.failed.values().sum();
+        let kinds: Vec<String> = r.failed.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!(
+            "{:<14} {:<44} {:>8} {:>7.0} {:>7} {:>8} {:>9} {:>9} {:>5}  {}",
+            r.name,
+            r.fault,
+            r.requests,
+            r.rate,
+            failed,
+            r.check.writes_checked,
+            r.check.purchases_checked,
+            r.check.uncertain + r.check.lost_responses_confirmed,
+            r.check.lost.len(),
+            if kinds.is_empty() { "-".into() } else { kinds.join(", ") }
+        );
+        for n in &r.notes {
+            println!("{:<14}   {n}", "");
+        }
+    }
+    println!();
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < limit, "{what} did not happen within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.elapsed()
+}
+
+async fn write_ok(app_base: &str, id: String) -> bool {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let body = format!(r#"{{"id":"{id}","first_name":"probe"}}"#);
+    matches!(call(&c, reqwest::Method::POST, format!("{app_base}/api/v1/users/"), Some(body)).await.0, Ok((201, _)))
+}
+
+fn id_on(ring: &Ring, prefix: &str, shard: u16) -> String {
+    (0..).map(|n| format!("{prefix}-{n}")).find(|id| ring.shard_for_str(id).get() == shard).unwrap()
+}
+
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_faults_under_load_lose_no_acknowledged_write() {
+    cluster("up");
+    let tag = format!("ch{}", &uuid::Uuid::now_v7().simple().to_string()[26..]);
+    let env = server_env(&tag);
+    migrate(&env);
+    let ring = sharding::Ring::new(SHARDS as usize, 1000);
+    let f = Duration::from_secs(fault_secs());
+    let settle = Duration::from_millis(1500);
+    let wanted: Option<Vec<String>> =
+        std::env::var("CHAOS_SCENARIOS").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let run = |name: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == name));
+    let mut app = TestApp::start_with(2, &env).await;
+    let mut reports = Vec::new();
+    let _heal = Heal;
+
+    if run("primary-kill") {
+        const S: u16 = 2;
+        let load = Load::start(&app.base, &format!("{tag}pk"), &ring, clients());
+        tokio::time::sleep(settle).await;
+        let dir = cluster_dir().join(format!("shard-{S}/primary"));
+        let pid = postmaster_pid(&dir);
+        let fault_at = load.t0.elapsed();
+        Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        tokio::time::sleep(f).await;
+        cluster("up");
+        let restored_at = load.t0.elapsed();
+        let recovered = wait_until("a write on the restarted shard", Duration::from_secs(30), || {
+            write_ok(&app.base, id_on(&ring, &format!("{tag}pk-probe{}", uuid::Uuid::now_v7().simple()), S))
+        })
+        .await;
+        tokio::time::sleep(settle).await;
+        let took = load.t0.elapsed();
+        let mut ledger = load.stop().await;
+        let (requests, rate, failed) = summarize(&ledger.recs, took);
+        let wrong: Vec<&Rec> = ledger.recs.iter().filter(|r| r.failure.is_some() && r.shard != S).collect();
+        assert!(wrong.is_empty(), "requests failed on shards that were not down: {:?}", &wrong[..wrong.len().min(5)]);
+        let mut slow: Vec<Duration> = ledger
+            .recs
+            .iter()
+            .filter(|r| r.failure.is_some() && r.at > fault_at + Duration::from_millis(500))
+            .map(|r| r.latency)
+            .collect();
+        slow.sort();
+        let p99 = slow.get(slow.len() * 99 / 100).copied().unwrap_or_default();
+        assert!(p99 < Duration::from_secs(2), "failures on the down shard must be fast: p99 {p99:?}");
+        let reads_failed = ledger.recs.iter().filter(|r| r.failure.is_some() && !r.kind.is_write()).count();
+        let c = check(&mut ledger, &ring, &app.base, &tag).await;
+        assert_none_lost(&c);
+        let s_writes = ledger.recs.iter().filter(|r| r.shard == S && r.kind.is_write()).count();
+        reports.push(Report {
+            name: "primary-kill",
+            fault: format!("kill -9 shard-{S} primary, {}s down", f.as_secs()),
+            requests,
+            rate,
+            failed,
+            check: c,
+            notes: vec![format!(
+                "failed only on shard {S} ({s_writes} writes there, {reads_failed} reads failed); failure p99 {:.0} ms; \
+                 writes back {:.1} s after restart (at +{:.1} s)",
+                p99.as_secs_f64() * 1e3,
+                recovered.as_secs_f64(),
+                (restored_at - fault_at).as_secs_f64()
+            )],
+        });
+    }
+
+    if run("replica-stop") {
+        const S: u16 = 1;
+        let load = Load::start(&app.base, &format!("{tag}rs"), &ring, clients());
+        tokio::time::sleep(settle).await;
+        let dir = cluster_dir().join(format!("shard-{S}/replica"));
+        pg_ctl(&["-D", dir.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        tokio::time::sleep(f).await;
+        cluster("up");
+        let before = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let label = format!("shard=\"{S}\"");
+        let replica_ok = |t: &str| metric(t, "db_queries_total", &[&label, "target=\"replica\"", "outcome=\"ok\""]);
+        let base_ok = replica_ok(&before);
+        let back = wait_until("reads to return to the replica", Duration::from_secs(20), || {
+            let c = app.client.clone();
+            let url = app.url("/metrics");
+            async move {
+                let t = c.get(url).send().await.unwrap().text().await.unwrap();
+                replica_ok(&t) > base_ok + 5.0
+            }
+        })
+        .await;
+        let took = load.t0.elapsed();
+        let mut ledger = load.stop().await;
+        let (requests, rate, failed) = summarize(&ledger.recs, took);
+        assert!(failed.is_empty(), "a stopped replica must cost no request: {failed:?}");
+        let c = check(&mut ledger, &ring, &app.base, &tag).await;
+        assert_none_lost(&c);
+        reports.push(Report {
+            name: "replica-stop",
+            fault: format!("pg_ctl stop shard-{S} replica, {}s down", f.as_secs()),
+            requests,
+            rate,
+            failed,
+            check: c,
+            notes: vec![format!("reads back on the replica {:.1} s after its restart", back.as_secs_f64())],
+        });
+    }
+
+    if run("redis-stop") {
+        let workers = app.worker_pids();
+        let load = Load::start(&app.base, &format!("{tag}rd"), &ring, clients());
+        tokio::time::sleep(settle).await;
+        let fault_at = load.t0.elapsed();
+        let _ = Command::new("redis-cli").args(["-p", &REDIS_PORT.to_string(), "shutdown", "nosave"]).output();
+        tokio::time::sleep(f).await;
+        cluster("up");
+        let restored_at = load.t0.elapsed();
+        // Everything Redis-backed comes back by itself: heartbeats, the sale, the presence channel
+        // (an SSE watcher sees ONLINE) and the sweeper lock (then OFFLINE after the 2 s TTL).
+        let c = reqwest::Client::new();
+        let hb = |id: String| {
+            let c = c.clone();
+            let url = app.url("/heartbeat");
+            async move {
+                let r = c.post(url).header("content-type", "application/json").body(format!(r#"{{"userId":"{id}"}}"#));
+                matches!(r.send().await, Ok(r) if r.status() == 200)
+            }
+        };
+        let back =
+            wait_until("heartbeats after Redis restart", Duration::from_secs(20), || hb(format!("{tag}probe"))).await;
+        let watched = format!("{tag}w");
+        let sse_ok = wait_until("presence stream after Redis restart", Duration::from_secs(20), || {
+            let (c, url) = (c.clone(), app.url(&format!("/api/v1/presence/stream?watch={watched}")));
+            let hb = hb(watched.clone());
+            async move {
+                let Ok(mut resp) = c.get(url).send().await else { return false };
+                if resp.status() != 200 {
+                    return false;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), resp.chunk()).await; // snapshot
+                hb.await;
+                let mut text = String::new();
+                let until = Instant::now() + Duration::from_secs(6);
+                while Instant::now() < until {
+                    match tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await {
+                        Ok(Ok(Some(b))) => text.push_str(&String::from_utf8_lossy(&b)),
+                        Ok(_) => return false,
+                        Err(_) => {}
+                    }
+                    if text.contains("\"ONLINE\"") && text.contains("\"OFFLINE\"") {
+                        return true;
+                    }
+                }
+                false
+            }
+        })
+        .await;
+        tokio::time::sleep(settle).await;
+        let took = load.t0.elapsed();
+        let mut ledger = load.stop().await;
+        let (requests, rate, failed) = summarize(&ledger.recs, took);
+        assert_eq!(app.worker_pids(), workers, "no worker crashed");
+        let wrong: Vec<&Rec> = ledger
+            .recs
+            .iter()
+            .filter(|r| match &r.failure {
+                None => false,
+                Some(Failure::Status(503, _)) if r.kind.redis() => {
+                    r.at + Duration::from_millis(50) < fault_at || r.at > restored_at + Duration::from_secs(20)
+                }
+                Some(_) => true,
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "only Redis-backed requests may fail (503) while Redis is down: {:?}",
+            &wrong[..wrong.len().min(5)]
+        );
+        let check_ = check(&mut ledger, &ring, &app.base, &tag).await;
+        assert_none_lost(&check_);
+        let served = ledger
+            .recs
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Read | Kind::CacheRead) && r.at > fault_at && r.at < restored_at)
+            .count();
+        reports.push(Report {
+            name: "redis-stop",
+            fault: format!("redis shutdown, {}s down", f.as_secs()),
+            requests,
+            rate,
+            failed,
+            check: check_,
+            notes: vec![format!(
+                "0 crashes; {served} user reads served from Postgres while down; heartbeats back {:.1} s after restart; \
+                 presence channel + sweeper back {:.1} s later",
+                back.as_secs_f64(),
+                sse_ok.as_secs_f64()
+            )],
+        });
+    }
+
+    if run("worker-kill") {
+        let load = Load::start(&app.base, &format!("{tag}wk"), &ring, clients());
+        tokio::time::sleep(settle).await;
+        let killed = app.worker_pids()[0];
+        Command::new("kill").args(["-KILL", &killed.to_string()]).status().unwrap();
+        let replaced = wait_until("the killed worker's replacement", Duration::from_secs(10), || {
+            let now = app.worker_pids();
+            async move { now.len() == 2 && !now.contains(&killed) }
+        })
+        .await;
+        tokio::time::sleep(f).await;
+        let took = load.t0.elapsed();
+        let mut ledger = load.stop().await;
+        let (requests, rate, failed) = summarize(&ledger.recs, took);
+        let status_failures = ledger.recs.iter().filter(|r| matches!(r.failure, Some(Failure::Status(..)))).count();
+        let transport: usize = failed.values().sum::<usize>() - status_failures;
+        assert_eq!(status_failures, 0, "no request got an error status: {failed:?}");
+        assert!(transport <= clients(), "only requests on the killed worker may fail: {failed:?}");
+        let c = check(&mut ledger, &ring, &app.base, &tag).await;
+        assert_none_lost(&c);
+        reports.push(Report {
+            name: "worker-kill",
+            fault: "SIGKILL one of 2 workers".into(),
+            requests,
+            rate,
+            failed,
+            check: c,
+            notes: vec![format!(
+                "replaced in {:.2} s; {transport} requests in flight on the killed worker lost their answer",
+                replaced.as_secs_f64()
+            )],
+        });
+    }
+
+    if run("rolling") {
+        let load = Load::start(&app.base, &format!("{tag}ro"), &ring, clients());
+        tokio::time::sleep(settle).await;
+        let before = app.worker_pids();
+        Command::new("kill").args(["-HUP", &app.pid().to_string()]).status().unwrap();
+        let replaced = wait_until("every worker replaced", Duration::from_secs(30), || {
+            let now = app.worker_pids();
+            let before = before.clone();
+            async move { now.len() == 2 && now.iter().all(|p| !before.contains(p)) }
+        })
+        .await;
+        tokio::time::sleep(settle).await;
+        let took = load.t0.elapsed();
+        let mut ledger = load.stop().await;
+        let (requests, rate, failed) = summarize(&ledger.recs, took);
+        assert!(failed.is_empty(), "a rolling restart must fail no request: {failed:?}");
+        let c = check(&mut ledger, &ring, &app.base, &tag).await;
+        assert_none_lost(&c);
+        reports.push(Report {
+            name: "rolling",
+            fault: "SIGHUP: both workers replaced in turn".into(),
+            requests,
+            rate,
+            failed,
+            check: c,
+            notes: vec![format!("all workers replaced in {:.1} s", replaced.as_secs_f64())],
+        });
+    }
+
+    if run("sigterm") {
+        let load = Load::start(&app.base, &format!("{tag}st"), &ring, clients());
+        tokio::time::sleep(settle).await;
+        let took_exit = app.terminate();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let took = load.t0.elapsed();
+        let mut ledger = load.stop().await;
+        let (requests, rate, failed) = summarize(&ledger.recs, took);
+        let in_flight =
+            ledger.recs.iter().filter(|r| matches!(r.failure, Some(Failure::InFlight | Failure::Status(..)))).count();
+        assert_eq!(in_flight, 0, "SIGTERM must fail no in-flight request: {failed:?}");
+        assert!(took_exit < Duration::from_secs(10), "exit within the 10 s grace period: {took_exit:?}");
+        app = TestApp::start_with(2, &env).await;
+        let c = check(&mut ledger, &ring, &app.base, &tag).await;
+        assert_none_lost(&c);
+        reports.push(Report {
+            name: "sigterm",
+            fault: "SIGTERM the server (grace 10 s)".into(),
+            requests,
+            rate,
+            failed,
+            check: c,
+            notes: vec![format!(
+                "exited {:.2} s after SIGTERM; 0 in-flight failures; refusals after exit are new connections",
+                took_exit.as_secs_f64()
+            )],
+        });
+    }
+
+    print_table(&reports);
+    drop(app);
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -p {REDIS_PORT} --scan --pattern '{tag}:*' | xargs -r -n 500 redis-cli -p {REDIS_PORT} del"
+        ))
+        .output();
+}
