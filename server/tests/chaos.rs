@@ -5,8 +5,8 @@
 //! Redis, SIGKILL of a worker, SIGTERM of the server, a rolling restart — so they run on a
 //! cluster of their own (`.cluster-chaos/`: primaries :5540+, replicas :5550+, PgBouncers
 //! :6530+, Redis :6391, brought up by the same `scripts/cluster.sh`). Every other test keeps
-//! the shared cluster; a failed scenario still restarts what it stopped (a guard), and the
-//! next run's `cluster.sh up` heals anything left down.
+//! the shared cluster. Each scenario restarts what it stopped, and the whole chaos cluster is
+//! stopped when the test ends, passed or failed (`CHAOS_KEEP_CLUSTER=1` keeps it up).
 //!
 //! While a scenario runs, `CHAOS_CLIENTS` tasks send a mix of creates, updates, deletes,
 //! reads, cache reads, heartbeats and checkout+purchase pairs on fresh connections, keeping a
@@ -516,12 +516,14 @@ fn postmaster_pid(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("postmaster.pid")).unwrap().lines().next().unwrap().to_string()
 }
 
-/// Restarts whatever a scenario stopped, even when the scenario panics.
-struct Heal;
-impl Drop for Heal {
+/// The suite's cluster is its own: stopped when the test ends, passed or failed, so nothing it
+/// broke outlives it (and a CI checkout elsewhere never finds these ports taken). Its data stays
+/// in `.cluster-chaos/`, so the next run's `cluster.sh up` starts it in seconds.
+struct StopCluster;
+impl Drop for StopCluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = std::panic::catch_unwind(|| cluster("up"));
+        if std::env::var_os("CHAOS_KEEP_CLUSTER").is_none() {
+            let _ = std::panic::catch_unwind(|| cluster("down"));
         }
     }
 }
@@ -614,6 +616,7 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_faults_under_load_lose_no_acknowledged_write() {
+    let _stop = StopCluster;
     cluster("up");
     let tag = format!("ch{}", &uuid::Uuid::now_v7().simple().to_string()[26..]);
     let env = server_env(&tag);
@@ -626,7 +629,6 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
     let run = |name: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == name));
     let mut app = TestApp::start_with(2, &env).await;
     let mut reports = Vec::new();
-    let _heal = Heal;
 
     if run("primary-kill") {
         const S: u16 = 2;
