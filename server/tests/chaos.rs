@@ -664,6 +664,10 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
         let c = check(&mut ledger, &ring, &app.base, &tag).await;
         assert_none_lost(&c);
         let s_writes = ledger.recs.iter().filter(|r| r.shard == S && r.kind.is_write()).count();
+        let mut per_shard = BTreeMap::new();
+        for r in ledger.recs.iter().filter(|r| r.failure.is_some()) {
+            *per_shard.entry(r.shard).or_insert(0usize) += 1;
+        }
         reports.push(Report {
             name: "primary-kill",
             fault: format!("kill -9 shard-{S} primary, {}s down", f.as_secs()),
@@ -672,8 +676,8 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
             failed,
             check: c,
             notes: vec![format!(
-                "failed only on shard {S} ({s_writes} writes there, {reads_failed} reads failed); failure p99 {:.0} ms; \
-                 writes back {:.1} s after restart (at +{:.1} s)",
+                "failed per shard {per_shard:?}: only shard {S} ({s_writes} writes there, {reads_failed} reads failed); \
+                 failure p99 {:.0} ms; writes back {:.1} s after restart (at +{:.1} s)",
                 p99.as_secs_f64() * 1e3,
                 recovered.as_secs_f64(),
                 (restored_at - fault_at).as_secs_f64()
