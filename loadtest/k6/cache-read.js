@@ -9,13 +9,13 @@
 // the 128-VU load profile all the same. Set PROFILE to make the banner right.)
 //
 // setup(): checks /health and that the endpoint exists, creates USERS (200) users through
-// POST /api/v1/users/ with ids `kc-<tag>-<n>` (tag: 4 random base36 chars, so ids stay
-// within the endpoint's 20 characters), then reads each one once so it is in the cache.
+// POST /api/v1/users/ with ids `kc-<tag>-<n>` (tag: 4 random base36 chars; short ids, as
+// seed 001's were), then reads each one once so it is in the cache.
 // default: each iteration is ONE GET /v1/users?user_id=..., closed loop (no think time):
 //   ~98%  a random id of that set: 200, message "ok:redis", cache_hit true, the same
 //         user_id, deeplink and promo_message as created, metadata.version "v1"
-//   W_MISSING=1 (%)  an id nobody created (half of them exactly 20 chars long): 404 "not found"
-//   W_INVALID=1 (%)  an invalid id (21 chars, or with a '!'): 400 "invalid user_id"
+//   W_MISSING=1 (%)  an id nobody created (half of them exactly 64 chars long): 404 "not found"
+//   W_INVALID=1 (%)  an invalid id (65 chars, or with a '!'): 400 "invalid user_id"
 // teardown(): DELETE /api/v1/users/<id> for every user setup() created.
 //
 // Thresholds (the run fails, k6 exits 99, when one is crossed):
@@ -59,8 +59,8 @@ if (!(W_MISSING >= 0 && W_INVALID >= 0 && W_MISSING + W_INVALID <= 100)) {
 }
 checkRunTag();
 
-// The endpoint's id rule (note: 20 characters at most, not the users API's 64).
-const ID_RE = /^[A-Za-z0-9_-]{1,20}$/;
+// The endpoint's id rule: the users API's (seed 001 allowed 20 characters).
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 // Every status that is an answer of the contract; a read of a cached user narrows it to 200.
 http.setResponseCallback(http.expectedStatuses(200, 400, 404));
@@ -167,10 +167,10 @@ function readHit(data) {
 }
 
 function readMissing(data) {
-  // Never one of setup's ids (those are digits after the tag). Half of them exactly 20
+  // Never one of setup's ids (those are digits after the tag). Half of them exactly 64
   // characters: the longest valid id must still be a 404, not a 400.
   let id = `kc-${data.tag}-m${Math.floor(Math.random() * 1e6)}`;
-  if (Math.random() < 0.5) id = (id + 'zzzzzzzzzzzzzzzzzzzz').slice(0, 20);
+  if (Math.random() < 0.5) id = (id + 'z'.repeat(64)).slice(0, 64);
   const res = http.get(`${READ}${id}`, readParams('missing'));
   const b = body(res);
   reads.add(1, { op: 'missing' });
@@ -182,8 +182,8 @@ function readMissing(data) {
 }
 
 function readInvalid(data) {
-  // 21 characters of valid ones, or a character outside [A-Za-z0-9_-].
-  const id = Math.random() < 0.5 ? (`kc-${data.tag}-` + 'y'.repeat(21)).slice(0, 21) : `kc-${data.tag}-bad!`;
+  // 65 characters of valid ones, or a character outside [A-Za-z0-9_-].
+  const id = Math.random() < 0.5 ? (`kc-${data.tag}-` + 'y'.repeat(65)).slice(0, 65) : `kc-${data.tag}-bad!`;
   const res = http.get(`${READ}${encodeURIComponent(id)}`, readParams('invalid'));
   const b = body(res);
   reads.add(1, { op: 'invalid' });

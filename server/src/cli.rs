@@ -38,6 +38,9 @@ pub enum Command {
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Per shard: user count, ring share, primary/replica health and replica lag.
+    /// Online resharding: add a shard while serving (docs/SHARDING_GUIDE.md).
+    #[command(subcommand)]
+    Reshard(ReshardCommand),
     Shards {
         /// Machine-readable JSON instead of the table.
         #[arg(long)]
@@ -94,6 +97,20 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ReshardCommand {
+    /// Move the rows the next ring gives to the topology's new last shard, cut over, clean
+    /// up; resumes an interrupted move.
+    Add,
+    /// Every row on the shard that owns it and nowhere else; during a move, every moving row
+    /// against its copy.
+    Verify,
+    /// Abandon a move before its cutover: the old ring stays, the new shard is emptied.
+    Rollback,
+    /// The ring's version and phase, copy progress, and each worker's acknowledgement.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
     /// Apply every pending migration on every shard (idempotent).
     Up,
@@ -143,5 +160,15 @@ pub fn main() -> anyhow::Result<()> {
         Command::Migrate(MigrateCommand::Make { name, dir }) => admin::migrate_make(&dir, &name),
         Command::Migrate(cmd) => admin::runtime()?.block_on(admin::migrate(&cfg, cmd)),
         Command::Shards { json } => admin::runtime()?.block_on(admin::shards(&cfg, json)),
+        Command::Reshard(cmd) => {
+            let topo = cfg.load_topology()?;
+            let rt = admin::runtime()?;
+            match cmd {
+                ReshardCommand::Add => rt.block_on(crate::reshard::mover::add(&topo)),
+                ReshardCommand::Verify => rt.block_on(crate::reshard::mover::verify(&topo)),
+                ReshardCommand::Rollback => rt.block_on(crate::reshard::mover::rollback(&topo)),
+                ReshardCommand::Status => rt.block_on(crate::reshard::mover::status(&topo)),
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod observability;
 pub mod openapi;
 pub mod presence;
 pub mod redis;
+pub mod reshard;
 pub mod sale;
 pub mod serve;
 pub mod state;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use database::{HealthMonitor, ShardPools};
-use sharding::{Ring, Topology};
+use sharding::{ShardId, Topology};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::UserCache;
@@ -19,7 +19,8 @@ use crate::redis::RedisHandle;
 pub struct AppState {
     pub cfg: Config,
     pub topo: Topology,
-    pub ring: Ring,
+    /// The ring requests route by; changes while a shard is added (`reshard`).
+    pub ring: crate::reshard::RingControl,
     pub pools: ShardPools,
     pub health: HealthMonitor,
     pub redis: RedisHandle,
@@ -37,6 +38,10 @@ pub struct AppState {
 
 pub type State = Arc<AppState>;
 
+/// How often a worker reads the ring's control row while no shard is being added (every
+/// 20 ms during a move). One small query on shard 0 per worker.
+const RING_POLL_MS: u64 = 200;
+
 impl AppState {
     /// Connects lazily to every shard, starts the health monitor (one measured round
     /// first) and the Redis connection. Background tasks stop when `cancel` fires.
@@ -47,13 +52,40 @@ impl AppState {
         let topo = cfg.load_topology()?;
         let pool_cfg = cfg.pool_config();
         let pools = ShardPools::new(&topo, &pool_cfg);
+        // The ring comes from shard 0's control row (resharding changes it); without one
+        // (shard 0 down at start, or not migrated), a ring of every shard in the topology,
+        // corrected by the watcher at its first successful poll.
+        let row = {
+            let pool = &pools.get(ShardId::new(0)).primary;
+            match tokio::time::timeout(Duration::from_secs(2), crate::reshard::control::read(pool)).await {
+                Ok(Ok(row)) => row,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the ring's control row; using every shard of the topology");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("reading the ring's control row timed out; using every shard of the topology");
+                    None
+                }
+            }
+        };
+        if let Some(r) = &row {
+            let need = r.target.unwrap_or(r.shards).max(r.shards) as usize;
+            anyhow::ensure!(
+                need <= topo.len(),
+                "the ring (version {}) needs {need} shards but the topology has {}: add the new shard to the topology",
+                r.version,
+                topo.len()
+            );
+        }
+        let ring = crate::reshard::RingControl::new(row.as_ref(), topo.len(), topo.vnodes);
         let health = HealthMonitor::start(&topo, &pool_cfg, cancel.clone()).await;
         let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel.clone()).await?;
         let presence = crate::presence::Presence::start(&cfg, redis.clone(), cancel.clone())?;
-        let sale_limits = crate::sale::limit::SaleLimits::start(&cfg, cancel);
+        let sale_limits = crate::sale::limit::SaleLimits::start(&cfg, cancel.clone());
         let grpc = crate::presence::grpc::GrpcRouter::new(presence.clone())?;
-        Ok(Arc::new(AppState {
-            ring: topo.ring(),
+        let state = Arc::new(AppState {
+            ring,
             query_timeout: pool_cfg.query_timeout,
             topo,
             pools,
@@ -67,6 +99,8 @@ impl AppState {
             grpc,
             cfg,
             draining: AtomicBool::new(false),
-        }))
+        });
+        tokio::spawn(crate::reshard::watch(state.clone(), Duration::from_millis(RING_POLL_MS), cancel));
+        Ok(state)
     }
 }

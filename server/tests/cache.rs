@@ -70,7 +70,7 @@ async fn seed_contract_hit_miss_not_found_and_validation() {
     assert_eq!((st, msg(&v)), (404, "not found"));
     assert!(v.get("user_id").is_none() && v.get("deeplink").is_none());
     assert_eq!(v.get("code").and_then(|c| c.as_u64()), Some(404));
-    for bad in ["a".repeat(21), "bad!".into(), "".into(), "sp%20ace".into()] {
+    for bad in ["a".repeat(65), "bad!".into(), "".into(), "sp%20ace".into()] {
         let (st, v) = lookup(&app, &bad).await;
         assert_eq!((st, msg(&v)), (400, "invalid user_id"), "{bad:?}");
         assert_eq!(v.get("cache_hit").and_then(|c| c.as_bool()), Some(false));

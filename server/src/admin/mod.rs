@@ -69,6 +69,7 @@ pub fn migrate_make(dir: &Path, name: &str) -> anyhow::Result<()> {
 
 pub async fn migrate(cfg: &Config, cmd: MigrateCommand) -> anyhow::Result<()> {
     let topo = cfg.load_topology()?;
+    let applying = matches!(cmd, MigrateCommand::Up | MigrateCommand::Latest);
     let (verb, reports) = match cmd {
         MigrateCommand::Up | MigrateCommand::Latest => ("applied", database::migrate::up(&topo).await),
         MigrateCommand::Down => ("reverted", database::migrate::down(&topo).await),
@@ -95,6 +96,18 @@ pub async fn migrate(cfg: &Config, cmd: MigrateCommand) -> anyhow::Result<()> {
     }
     if failed > 0 {
         bail!("{failed} shard(s) failed");
+    }
+    if applying {
+        // The first topology a cluster is migrated with defines its first ring (shard 0 holds
+        // the ring's control row; resharding changes it, nothing else does).
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(database::connect_options(&topo, ShardId::new(0), Endpoint::Primary))
+            .await
+            .context("connect to shard 0")?;
+        let row = crate::reshard::control::ensure(&pool, topo.len() as i32).await?;
+        println!("ring: version {} with {} shards, {}", row.version, row.shards, row.phase.as_str());
+        pool.close().await;
     }
     Ok(())
 }

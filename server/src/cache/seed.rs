@@ -5,7 +5,8 @@
 //! `ok:postgres`, `invalid user_id`, `not found`, `internal error`; `user_id`, `deeplink`
 //! and `promo_message` only on success (empty strings when the user has none). The whole
 //! lookup is bounded by `REQUEST_TIMEOUT_MS` (seed default 300): past it, 500
-//! `internal error`, as the seed's context deadline did.
+//! `internal error`, as the seed's context deadline did. `user_id` is any id the service
+//! stores, `[A-Za-z0-9_-]{1,64}` (seed 001: at most 20 characters; docs/DECISIONS.md).
 
 use std::time::Duration;
 
@@ -63,16 +64,14 @@ fn reply(status: StatusCode, message: &str, user: Option<(&str, &Projection)>, c
     json_response(status, &out)
 }
 
-fn is_seed_id(s: &str) -> bool {
-    (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 pub async fn v1_users(state: &State, req: Request<Incoming>) -> Resp {
     let id = query_pairs(req.uri().query()).find(|(k, _)| k == "user_id").map(|(_, v)| v.into_owned());
-    let Some(id) = id.filter(|s| is_seed_id(s)) else {
+    // Every id this service stores, `[A-Za-z0-9_-]{1,64}`: seed 001 allowed 20 characters,
+    // which would leave every generated (UUIDv7, 36 characters) id unreachable here.
+    let Some(user_id) = id.as_deref().and_then(|s| UserId::parse(s).ok()) else {
         return reply(StatusCode::BAD_REQUEST, "invalid user_id", None, false);
     };
-    let user_id = UserId::parse(&id).expect("a seed id is a valid user id");
+    let id = user_id.as_str();
     let deadline = Duration::from_millis(state.cfg.request_timeout_ms);
     let found = match tokio::time::timeout(deadline, lookup(state, &user_id)).await {
         Ok(Ok(found)) => found,
@@ -93,7 +92,7 @@ pub async fn v1_users(state: &State, req: Request<Incoming>) -> Resp {
         }
     };
     match sonic_rs::from_slice::<Projection>(&bytes) {
-        Ok(p) => reply(StatusCode::OK, if hit { "ok:redis" } else { "ok:postgres" }, Some((&id, &p)), hit),
+        Ok(p) => reply(StatusCode::OK, if hit { "ok:redis" } else { "ok:postgres" }, Some((id, &p)), hit),
         Err(e) => {
             tracing::error!(user = %id, error = %e, "cached record does not parse");
             reply(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, hit)

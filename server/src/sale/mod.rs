@@ -217,10 +217,12 @@ struct Purchased<'a> {
 pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let code = param(&req, "code")
         .ok_or_else(|| ApiError::bad_request("MISSING_PARAMETER", "query parameter code is required"))?;
-    let invalid = || ApiError::bad_request("INVALID_CODE", "invalid or expired reservation code");
     if !is_code(&code) {
-        return Err(invalid());
+        return Err(ApiError::bad_request("INVALID_CODE", "code must be 32 lowercase hex digits"));
     }
+    // Well formed but not (or no longer) held: the reservation is not there.
+    let invalid =
+        || ApiError::not_found("RESERVATION_NOT_FOUND", "no live reservation with this code (unknown or expired)");
     let mut conn = redis_conn(state)?;
     let mut out: Vec<String> = Vec::new();
     for attempt in 0..2 {

@@ -171,9 +171,14 @@ pub async fn shard_stats(state: &State) -> Result<Resp, ApiError> {
         total_users: i64,
         shard_count: usize,
         healthy_shards: usize,
+        /// The ring's version (one more per shard added) and its phase (`stable` unless a
+        /// shard is being added).
+        ring_version: i32,
+        ring_phase: &'static str,
         shards: Vec<Line>,
     }
-    let shares = state.ring.shares();
+    let view = state.ring.view();
+    let shares = view.ring.shares(); // a shard not yet on the ring has share 0
     let counts = futures_util::future::join_all(state.topo.shard_ids().map(|s| crate::users::count_on(state, s))).await;
     let health = state.health.snapshot();
     let lines: Vec<Line> = state
@@ -193,7 +198,7 @@ pub async fn shard_stats(state: &State) -> Result<Resp, ApiError> {
                 replica_streaming: h.replica_streaming,
                 replica_lag_bytes: h.replica_lag_bytes,
                 replica_lag_seconds: h.replica_lag_seconds,
-                ring_share: shares[p.id.index()],
+                ring_share: shares.get(p.id.index()).copied().unwrap_or(0.0),
                 primary_pool: pool(&p.primary, state.cfg.primary_pool_size),
                 replica_pool: pool(&p.replica, state.cfg.replica_pool_size),
                 error: count.err().map(|_| "user count unavailable".to_string()),
@@ -204,6 +209,8 @@ pub async fn shard_stats(state: &State) -> Result<Resp, ApiError> {
         total_users: lines.iter().map(|l| l.user_count).sum(),
         shard_count: lines.len(),
         healthy_shards: lines.iter().filter(|l| l.healthy).count(),
+        ring_version: view.version,
+        ring_phase: view.phase.as_str(),
         shards: lines,
     };
     Ok(json_response(StatusCode::OK, &stats))

@@ -8,7 +8,7 @@
 //! shard), so `(created_at, id)` is a total order: no gaps, no repeats.
 //!
 //! `offset` is kept for seed 003 clients; it costs `offset + limit` rows per shard, so
-//! it is capped. A shard that fails fails the request with 503 naming it, unless
+//! it is capped. With a cursor too, it skips that many rows after the cursor. A shard that fails fails the request with 503 naming it, unless
 //! `partial=true`, which returns the healthy shards' rows and names the missing ones in
 //! `X-Missing-Shards`: never a silently short list.
 
@@ -51,6 +51,11 @@ pub(crate) fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, String), ApiError
     let invalid =
         || ApiError::bad_request("INVALID_CURSOR", "cursor is malformed; pass back the X-Next-Cursor value unchanged");
     let (micros, id) = s.split_once('.').ok_or_else(invalid)?;
+    // `[0-9]{1,18}`, as openapi.json says: every such instant (1970 to year 33658) fits both
+    // chrono's and Postgres's timestamp range (a cursor before 4713 BC was a 500 once).
+    if !(1..=18).contains(&micros.len()) || !micros.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
     let ts = micros.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
     if !is_valid_id(id) {
         return Err(invalid());
@@ -81,15 +86,12 @@ pub(crate) fn parse_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
             "partial" => {
                 out.partial = match v.as_ref() {
                     "true" | "1" => true,
-                    "false" | "0" | "" => false,
+                    "false" | "0" => false,
                     _ => return Err(bad("partial must be true or false")),
                 }
             }
             _ => {}
         }
-    }
-    if out.cursor.is_some() && out.offset.is_some_and(|o| o > 0) {
-        return Err(bad("use either cursor or offset, not both"));
     }
     Ok(out)
 }
@@ -234,7 +236,18 @@ mod tests {
         let u = user(1_732_000_000_123_456, "user-1_x");
         let (ts, id) = decode_cursor(&encode_cursor(&u)).unwrap();
         assert_eq!((ts, id.as_str()), (u.created_at, "user-1_x"));
-        for bad in ["", "abc", "12", "x.y", "1.bad id", "99999999999999999999.a"] {
+        for bad in [
+            "",
+            "abc",
+            "12",
+            "x.y",
+            "1.bad id",
+            "99999999999999999999.a",
+            "+1.a",
+            "-1.a",
+            "-.a",
+            "1234567890123456789.a",
+        ] {
             assert_eq!(decode_cursor(bad).unwrap_err().code(), "INVALID_CURSOR", "{bad}");
         }
     }
@@ -242,9 +255,12 @@ mod tests {
     #[test]
     fn query_limits_are_enforced() {
         assert_eq!(parse_query(Some("limit=100")).unwrap().limit, Some(100));
-        for q in ["limit=0", "limit=101", "limit=x", "offset=-1", "offset=10001", "partial=maybe"] {
+        for q in ["limit=0", "limit=101", "limit=x", "offset=-1", "offset=10001", "partial=maybe", "partial="] {
             assert!(parse_query(Some(q)).is_err(), "{q}");
         }
-        assert!(parse_query(Some("cursor=1.a&offset=5")).is_err());
+        // Both: skip `offset` rows after the cursor.
+        let q = parse_query(Some("cursor=1.a&offset=5")).unwrap();
+        assert_eq!((q.offset, q.cursor.map(|c| c.1)), (Some(5), Some("a".to_owned())));
+        assert_eq!(decode_cursor("999999999999999999.x").unwrap().1, "x");
     }
 }

@@ -154,6 +154,9 @@ fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
     ApiError::bad_request("VALIDATION_FAILED", message)
 }
 
+/// Lengths count characters (Unicode scalar values) as sent, before any trimming, as
+/// JSON Schema's `maxLength` does: openapi.json states these rules exactly (as patterns
+/// and lengths), so a client validating against the contract and the server agree.
 fn check_text(field: &'static str, v: &str, max: usize, allow_newlines: bool) -> Result<(), ApiError> {
     if v.chars().count() > max {
         return Err(invalid(format!("{field} must be at most {max} characters")));
@@ -164,19 +167,21 @@ fn check_text(field: &'static str, v: &str, max: usize, allow_newlines: bool) ->
     Ok(())
 }
 
+/// At most 100 characters as sent, no control characters; stored trimmed (Unicode
+/// white space), and a required name must not be blank.
 fn check_name(field: &'static str, v: &str, required: bool) -> Result<String, ApiError> {
+    check_text(field, v, MAX_NAME, false)?;
     let v = v.trim();
     if required && v.is_empty() {
         return Err(invalid(format!("{field} must not be empty")));
     }
-    check_text(field, v, MAX_NAME, false)?;
     Ok(v.to_owned())
 }
 
-/// A deliberately plain shape check: one `@`, a non-empty local part, a dotted domain
-/// of letters, digits, `-` and `.`, no spaces. Deliverability is not our business.
+/// A deliberately plain shape check, not trimmed: one `@`, a local part of 1 to 64
+/// visible ASCII characters (some punctuation excluded), a dotted domain of letters,
+/// digits and `-`. Deliverability is not our business.
 fn check_email(v: &str) -> Result<String, ApiError> {
-    let v = v.trim();
     let bad = || invalid("email must look like name@example.com");
     if v.len() > MAX_EMAIL {
         return Err(invalid(format!("email must be at most {MAX_EMAIL} characters")));
@@ -202,9 +207,9 @@ fn check_email(v: &str) -> Result<String, ApiError> {
     }
 }
 
+/// `<scheme>://<rest>`, not trimmed: white space or control characters anywhere are refused.
 fn check_deeplink(v: &str) -> Result<String, ApiError> {
-    let v = v.trim();
-    if v.len() > MAX_DEEPLINK {
+    if v.chars().count() > MAX_DEEPLINK {
         return Err(invalid(format!("deeplink must be at most {MAX_DEEPLINK} characters")));
     }
     let scheme_ok = v.split_once("://").is_some_and(|(s, rest)| {
@@ -245,7 +250,10 @@ impl NewUser {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err(invalid("give either name or first_name/last_name, not both"))
             }
-            (Some(name), None, None) => split_name(&name),
+            (Some(name), None, None) => {
+                check_name("name", &name, true)?;
+                split_name(&name)
+            }
             (None, Some(f), l) => (f, l.unwrap_or_default()),
             (None, None, _) => return Err(invalid("first_name (or name) is required")),
         };
@@ -271,6 +279,7 @@ impl UserPatch {
             }
             (Some(None), ..) => return Err(invalid("name cannot be null")),
             (Some(Some(name)), ..) => {
+                check_name("name", &name, true)?;
                 let (f, l) = split_name(&name);
                 p.first_name = Some(check_name("first_name", &f, true)?);
                 p.last_name = Some(check_name("last_name", &l, false)?);
@@ -322,7 +331,7 @@ mod tests {
     fn validation_refuses_bad_input_with_the_field_named() {
         for (body, needle) in [
             (r#"{}"#, "first_name"),
-            (r#"{"name": "   "}"#, "first_name"),
+            (r#"{"name": "   "}"#, "name must not be empty"),
             (r#"{"name": "a", "first_name": "b"}"#, "either"),
             (r#"{"first_name": "a", "email": "nope"}"#, "email"),
             (r#"{"first_name": "a", "email": "a@b"}"#, "email"),
@@ -337,6 +346,21 @@ mod tests {
         }
         let long = format!(r#"{{"first_name": "{}"}}"#, "x".repeat(101));
         assert!(create(&long).unwrap_err().to_string().contains("at most 100"));
+        // Lengths count what was sent, as openapi.json's maxLength does.
+        let padded = format!(r#"{{"first_name": " {} "}}"#, "x".repeat(99));
+        assert!(create(&padded).unwrap_err().to_string().contains("at most 100"));
+        let long_name = format!(r#"{{"name": "{} {}"}}"#, "x".repeat(50), "y".repeat(50));
+        assert!(create(&long_name).unwrap_err().to_string().contains("name must be at most 100"));
+        // Email and deeplink are not trimmed: white space is refused, not silently cut.
+        for body in [
+            r#"{"first_name": "a", "email": " a@b.co"}"#,
+            r#"{"first_name": "a", "deeplink": "myapp://x "}"#,
+            r#"{"first_name": "a", "deeplink": ""}"#,
+        ] {
+            assert_eq!(create(body).unwrap_err().code(), "VALIDATION_FAILED", "{body}");
+        }
+        let u = create(r#"{"first_name": "  Ada ", "deeplink": "a+b.c-d://x/\u00e9"}"#).unwrap();
+        assert_eq!((u.first_name.as_str(), u.deeplink.as_deref()), ("Ada", Some("a+b.c-d://x/é")));
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! Online resharding: the ring every request routes by, and how it changes while serving.
+//!
+//! - [`RingControl`] (one per worker, in `AppState`): the current [`RingView`] and the write
+//!   gate of a move. Reads route by the view's ring and never wait. Writes of a key that the
+//!   next ring moves wait while the view is *paused*, and are counted while in flight so the
+//!   worker can tell the resharder "none of mine is still writing to the old shard".
+//! - [`watch`]: the per-worker task that polls the control row on shard 0 (`shardgate_ring`),
+//!   applies a new view, and acknowledges it (`shardgate_ring_workers`). One round trip per
+//!   poll (the acknowledgement rides on the read).
+//! - [`mover`]: `shardgate reshard add | verify | rollback | status`, the process that copies
+//!   the moving rows, drives the cutover and cleans up. [`control`] holds the SQL both share.
+//!
+//! The protocol (docs/SHARDING_GUIDE.md): `stable` → `copying` (change capture on, rows
+//! copied; workers route by the old ring) → `paused` (moving-key writes wait; every live worker
+//! acknowledges once its in-flight moving writes are done; the last changes drain) → one
+//! UPDATE makes the new ring current (`cleaning`, version + 1) → moved rows removed from their
+//! old shards → `stable`.
+
+pub mod control;
+pub mod mover;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sharding::{Ring, ShardId};
+
+pub use control::{Phase, RingRow};
+
+/// A worker that could not read the control row for this long treats every moving key as
+/// paused: the resharder counts a worker silent for [`control::LIVE_WINDOW_S`] as gone, and
+/// must be able to trust that such a worker is not writing to an old shard.
+const FENCE_AFTER: Duration = Duration::from_millis(1000);
+
+/// How long a moving-key write waits for a cutover before answering 503.
+const PAUSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What one worker routes by. Immutable; a change swaps in a new one.
+#[derive(Debug)]
+pub struct RingView {
+    pub version: i32,
+    pub phase: Phase,
+    /// Routes every read and every write of a key that does not move.
+    pub ring: Ring,
+    /// While copying or paused: the ring being moved to.
+    pub next: Option<Ring>,
+}
+
+impl RingView {
+    fn from_row(row: &RingRow, vnodes: usize) -> RingView {
+        let next = match row.phase {
+            Phase::Copying | Phase::Paused => row.target.map(|t| Ring::new(t as usize, vnodes)),
+            Phase::Stable | Phase::Cleaning => None,
+        };
+        RingView { version: row.version, phase: row.phase, ring: Ring::new(row.shards as usize, vnodes), next }
+    }
+
+    fn same_as(&self, row: &RingRow) -> bool {
+        self.version == row.version
+            && self.phase == row.phase
+            && self.ring.shard_count() == row.shards as usize
+            && self.next.as_ref().map(Ring::shard_count)
+                == row.target.filter(|_| self.next.is_some()).map(|t| t as usize)
+    }
+
+    /// True when `key` lives on another shard under the next ring.
+    pub fn moves(&self, key: &str) -> bool {
+        self.next.as_ref().is_some_and(|n| n.shard_for_str(key) != self.ring.shard_for_str(key))
+    }
+}
+
+/// The ring of one worker process and the write gate of a move in progress.
+#[derive(Debug)]
+pub struct RingControl {
+    view: RwLock<Arc<RingView>>,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Writes of moving keys that are past the gate and not finished.
+    moving_in_flight: AtomicUsize,
+    /// Milliseconds since `born` of the last successful poll.
+    last_poll_ms: AtomicU64,
+    born: Instant,
+    vnodes: usize,
+    /// Shards the topology names (and this worker has pools for).
+    known_shards: usize,
+}
+
+/// Held by a write of a moving key until it has finished on the old shard.
+#[must_use]
+pub struct WriteGuard<'a>(Option<&'a RingControl>);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.moving_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A moving-key write waited [`PAUSE_LIMIT`] for a cutover that did not finish.
+#[derive(Debug)]
+pub struct PausedTooLong(pub ShardId);
+
+impl RingControl {
+    /// Starts from `row` (read at start-up) or, without one, a ring of every known shard.
+    pub fn new(row: Option<&RingRow>, known_shards: usize, vnodes: usize) -> RingControl {
+        let fallback = RingRow::initial(known_shards as i32);
+        let row = row.unwrap_or(&fallback);
+        let view = RingView::from_row(row, vnodes);
+        RingControl {
+            view: RwLock::new(Arc::new(view)),
+            changed: tokio::sync::watch::Sender::new(0),
+            moving_in_flight: AtomicUsize::new(0),
+            last_poll_ms: AtomicU64::new(0),
+            born: Instant::now(),
+            vnodes,
+            known_shards,
+        }
+    }
+
+    /// The current view (one uncontended read lock and an `Arc` clone).
+    pub fn view(&self) -> Arc<RingView> {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The shard a read of `key` goes to (never waits).
+    pub fn read_shard(&self, key: &str) -> ShardId {
+        self.view().ring.shard_for_str(key)
+    }
+
+    /// Same as [`RingControl::read_shard`] (call sites that route a read).
+    pub fn shard_for_str(&self, key: &str) -> ShardId {
+        self.read_shard(key)
+    }
+
+    /// The shards a fan-out (list, rebuild) reads: the current ring's.
+    pub fn ring_shards(&self) -> Vec<ShardId> {
+        let v = self.view();
+        (0..v.ring.shard_count() as u16).map(ShardId::new).collect()
+    }
+
+    /// The current owner of `key` (for filtering rows a fan-out found on another shard
+    /// between a cutover and the clean-up).
+    pub fn owner(&self, key: &str) -> ShardId {
+        self.read_shard(key)
+    }
+
+    fn fenced(&self) -> bool {
+        let last = self.last_poll_ms.load(Ordering::Relaxed);
+        (self.born.elapsed().as_millis() as u64).saturating_sub(last) > FENCE_AFTER.as_millis() as u64
+    }
+
+    /// The shard a write of `key` goes to, and a guard to hold until the write is done.
+    /// Without a move in progress: the ring's shard at once. During a move, a key that moves
+    /// waits while the view is paused (or this worker is fenced), then routes by whatever
+    /// ring is current.
+    ///
+    /// # Errors
+    /// [`PausedTooLong`] after [`PAUSE_LIMIT`].
+    pub async fn write_shard(&self, key: &str) -> Result<(ShardId, WriteGuard<'_>), PausedTooLong> {
+        let deadline = tokio::time::Instant::now() + PAUSE_LIMIT;
+        loop {
+            let v = self.view();
+            let here = v.ring.shard_for_str(key);
+            if !v.moves(key) {
+                return Ok((here, WriteGuard(None)));
+            }
+            if v.phase != Phase::Paused && !self.fenced() {
+                // Count first, then look again: the watcher stores `paused` and then waits for
+                // the count to reach 0, so one of the two always sees the other (SeqCst).
+                self.moving_in_flight.fetch_add(1, Ordering::SeqCst);
+                let again = self.view();
+                if Arc::ptr_eq(&v, &again) && !self.fenced() {
+                    return Ok((here, WriteGuard(Some(self))));
+                }
+                self.moving_in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let mut rx = self.changed.subscribe();
+            if !Arc::ptr_eq(&v, &self.view()) {
+                continue;
+            }
+            let wait = tokio::time::timeout_at(deadline, rx.changed());
+            let poll = tokio::time::sleep(Duration::from_millis(20)); // a fence lifts without a new view
+            tokio::select! {
+                r = wait => if r.is_err() { return Err(PausedTooLong(here)) },
+                () = poll => if tokio::time::Instant::now() >= deadline { return Err(PausedTooLong(here)) },
+            }
+        }
+    }
+
+    /// Applies a control row; returns true when the view changed.
+    fn apply(&self, row: &RingRow) -> Result<bool, String> {
+        let need = row.target.unwrap_or(row.shards).max(row.shards) as usize;
+        if need > self.known_shards {
+            return Err(format!(
+                "the ring (version {}) needs {need} shards but this worker's topology has {}; \
+                 add the new shard to the topology and reload (SIGHUP)",
+                row.version, self.known_shards
+            ));
+        }
+        if self.view().same_as(row) {
+            return Ok(false);
+        }
+        let view = Arc::new(RingView::from_row(row, self.vnodes));
+        *self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+        self.changed.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+
+    /// Waits (bounded) until no moving-key write of this worker is in flight.
+    async fn drain_moving(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.moving_in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+}
+
+/// Polls shard 0's control row until `cancel`, applying and acknowledging each change.
+/// Polls every `interval` while the ring is stable and every 20 ms during a move.
+pub async fn watch(state: crate::state::State, interval: Duration, cancel: tokio_util::sync::CancellationToken) {
+    let ctl = &state.ring;
+    let worker = control::worker_name();
+    let pool = &state.pools.get(ShardId::new(0)).primary;
+    let mut acked = {
+        let v = ctl.view();
+        (v.version, v.phase)
+    };
+    loop {
+        let resharding = ctl.view().phase != Phase::Stable;
+        match tokio::time::timeout(Duration::from_secs(1), control::poll(pool, &worker, acked.0, acked.1)).await {
+            Ok(Ok(Some(row))) => {
+                ctl.last_poll_ms.store(ctl.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+                row.record_metrics();
+                match ctl.apply(&row) {
+                    Ok(changed) => {
+                        if changed {
+                            tracing::info!(version = row.version, shards = row.shards, target = ?row.target, phase = row.phase.as_str(), "ring view changed");
+                        }
+                        if row.phase == Phase::Paused && acked != (row.version, Phase::Paused) {
+                            if ctl.drain_moving(Duration::from_secs(10)).await {
+                                acked = (row.version, Phase::Paused);
+                            }
+                            continue; // acknowledge at once
+                        }
+                        if row.phase != Phase::Paused && acked != (row.version, row.phase) {
+                            acked = (row.version, row.phase);
+                            continue;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot apply the ring"),
+                }
+            }
+            Ok(Ok(None)) => {} // not migrated yet: keep the start-up ring
+            Ok(Err(e)) => tracing::debug!(error = %e, "ring control poll failed"),
+            Err(_) => tracing::debug!("ring control poll timed out"),
+        }
+        let pause = if resharding { Duration::from_millis(20) } else { interval };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(shards: i32, target: Option<i32>, phase: Phase) -> RingRow {
+        RingRow { version: 1, shards, target, phase, rows_copied: 0, lag_rows: 0 }
+    }
+
+    fn moving_key(ctl: &RingControl) -> String {
+        (0..).map(|i| format!("k{i}")).find(|k| ctl.view().moves(k)).unwrap()
+    }
+
+    fn steady_key(ctl: &RingControl) -> String {
+        (0..).map(|i| format!("k{i}")).find(|k| !ctl.view().moves(k)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn stable_writes_route_by_the_ring_without_a_guard() {
+        let ctl = RingControl::new(None, 5, 100);
+        ctl.last_poll_ms.store(u64::MAX / 2, Ordering::Relaxed);
+        let (s, g) = ctl.write_shard("user123").await.unwrap();
+        assert_eq!(s, Ring::new(5, 100).shard_for_str("user123"));
+        assert!(g.0.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_paused_moving_write_waits_for_the_switch_then_goes_to_the_new_shard() {
+        let ctl = Arc::new(RingControl::new(Some(&row(5, Some(6), Phase::Copying)), 6, 100));
+        ctl.last_poll_ms.store(u64::MAX / 2, Ordering::Relaxed);
+        let key = moving_key(&ctl);
+        let steady = steady_key(&ctl);
+        {
+            let (s, g) = ctl.write_shard(&key).await.unwrap();
+            assert_ne!(s.get(), 5, "before the switch a moving key is written to its old shard");
+            assert_eq!(ctl.moving_in_flight.load(Ordering::SeqCst), 1);
+            drop(g);
+        }
+        ctl.apply(&row(5, Some(6), Phase::Paused)).unwrap();
+        assert!(ctl.drain_moving(Duration::from_millis(10)).await);
+        let (s, _g) = ctl.write_shard(&steady).await.unwrap(); // keys that stay are never paused
+        assert_eq!(s, Ring::new(5, 100).shard_for_str(&steady));
+        let c2 = ctl.clone();
+        let k2 = key.clone();
+        let waiter = tokio::spawn(async move { c2.write_shard(&k2).await.map(|(s, _)| s).ok() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a moving write must wait while paused");
+        let switched = RingRow { version: 2, ..row(6, None, Phase::Cleaning) };
+        ctl.apply(&switched).unwrap();
+        assert_eq!(waiter.await.unwrap(), Some(ShardId::new(5)));
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_cannot_poll_is_fenced_for_moving_keys() {
+        let ctl = RingControl::new(Some(&row(5, Some(6), Phase::Copying)), 6, 100);
+        // last_poll_ms = 0 and born long enough ago: fenced.
+        tokio::time::sleep(FENCE_AFTER + Duration::from_millis(20)).await;
+        let key = moving_key(&ctl);
+        let t = Instant::now();
+        let r = tokio::time::timeout(Duration::from_millis(100), ctl.write_shard(&key)).await;
+        assert!(r.is_err(), "fenced: the write waits");
+        assert!(t.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_ring_larger_than_the_topology_is_refused() {
+        let ctl = RingControl::new(None, 5, 100);
+        assert!(ctl.apply(&row(5, Some(6), Phase::Copying)).is_err());
+        assert_eq!(ctl.view().ring.shard_count(), 5);
+    }
+}
