@@ -117,6 +117,11 @@ pub struct Config {
     /// also runs while a keep-alive connection waits idle for its next request, so this is
     /// the idle keep-alive timeout too. Env `HEADER_READ_TIMEOUT_MS`.
     pub header_read_timeout_ms: u64,
+    /// Once a handler starts reading a request body, the whole body must arrive within
+    /// this; a client that trickles it gets 408 `BODY_TIMEOUT` and its connection is
+    /// closed. Keep it below `long_request_timeout_ms` (which would answer 504 first).
+    /// Env `BODY_READ_TIMEOUT_MS`.
+    pub body_read_timeout_ms: u64,
     /// Largest accepted request body; larger gets 413. Env `MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
     /// On SIGTERM, in-flight requests get this long to finish. Env `SHUTDOWN_GRACE_MS`.
@@ -173,6 +178,7 @@ impl Default for Config {
             sale_rate_limit: 0,
             sale_client_rate_limit: 0,
             header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 5_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             max_connections: 20_000,
@@ -289,6 +295,7 @@ impl Config {
                 "SALE_RATE_LIMIT" => self.sale_rate_limit = parse("SALE_RATE_LIMIT", v)?,
                 "SALE_CLIENT_RATE_LIMIT" => self.sale_client_rate_limit = parse("SALE_CLIENT_RATE_LIMIT", v)?,
                 "HEADER_READ_TIMEOUT_MS" => self.header_read_timeout_ms = parse("HEADER_READ_TIMEOUT_MS", v)?,
+                "BODY_READ_TIMEOUT_MS" => self.body_read_timeout_ms = parse("BODY_READ_TIMEOUT_MS", v)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse("MAX_BODY_BYTES", v)?,
                 "SHUTDOWN_GRACE_MS" => self.shutdown_grace_ms = parse("SHUTDOWN_GRACE_MS", v)?,
                 "MAX_CONNECTIONS" => self.max_connections = parse("MAX_CONNECTIONS", v)?,
@@ -337,6 +344,7 @@ impl Config {
             ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
             ("db_query_timeout_ms", self.db_query_timeout_ms),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
         ] {
             if v < 10 {
                 return Err(Error::Invalid { field, message: "must be at least 10 ms".into() });
@@ -509,6 +517,10 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("health_interval_ms"));
         let cfg = Config { max_connections: 0, ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("max_connections"));
+        let cfg = Config { body_read_timeout_ms: 5, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("body_read_timeout_ms"));
+        let cfg = Config::load_from(None, env(&[("BODY_READ_TIMEOUT_MS", "750")])).unwrap();
+        assert_eq!(cfg.body_read_timeout_ms, 750);
         // Seed 002's duration format.
         let cfg = Config::load_from(None, env(&[("USER_STATUS_TTL", "2s"), ("HEARTBEAT_INTERVAL", "500ms")])).unwrap();
         assert_eq!((cfg.presence_ttl_ms, cfg.presence_heartbeat_interval_ms), (2_000, 500));

@@ -1,4 +1,6 @@
-//! Reading request input: JSON bodies (size-limited, sonic-rs) and query strings.
+//! Reading request input: JSON bodies (size- and time-limited, sonic-rs) and query strings.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request};
@@ -7,20 +9,39 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::config::Config;
 
-/// Reads the whole body, refusing more than `limit` bytes with 413 (early, from
-/// `Content-Length`, when the client declares it).
+/// What a request body may cost: at most `max_bytes`, all of it within `timeout` of the
+/// moment the handler starts reading (a "slow POST" client holds a connection at most
+/// that long).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl Limits {
+    pub fn of(cfg: &Config) -> Limits {
+        Limits { max_bytes: cfg.max_body_bytes, timeout: Duration::from_millis(cfg.body_read_timeout_ms) }
+    }
+}
+
+/// Reads the whole body within `limits.timeout`, refusing more than `limits.max_bytes`
+/// with 413 (early, from `Content-Length`, when the client declares it).
 ///
 /// # Errors
-/// 413 over the limit (after draining a bounded amount); 415 for a declared non-JSON content type; 400 when the client
+/// 413 over the limit (after draining a bounded amount); 415 for a declared non-JSON
+/// content type; 408 `BODY_TIMEOUT` when the body has not arrived in time (the response
+/// closes the connection: the rest of the body is still on the wire); 400 when the client
 /// aborts the body.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(req: Request<Incoming>, limits: Limits) -> Result<Bytes, ApiError> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !(ct.starts_with("application/json") || ct.contains("+json")) {
             return Err(ApiError::UnsupportedMediaType);
         }
     }
+    let limit = limits.max_bytes;
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut body = req.into_body();
@@ -28,19 +49,35 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
         drain(&mut body).await;
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(1024, |n| n as usize));
+    // The deadline covers the reading only: an oversized body's bounded drain is outside
+    // it, so it still ends in a 413, never in a 408.
+    let capacity = declared.map_or(1024, |n| n as usize);
+    match tokio::time::timeout(limits.timeout, collect(&mut body, limit, capacity)).await {
+        Ok(Ok(Some(bytes))) => Ok(bytes),
+        Ok(Ok(None)) => {
+            drain(&mut body).await;
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ApiError::bad_request("BODY_READ_FAILED", format!("could not read the request body: {e}"))),
+        Err(_) => {
+            metrics::counter!("http_body_timeouts_total").increment(1);
+            Err(ApiError::BodyTimeout { after_ms: limits.timeout.as_millis() as u64 })
+        }
+    }
+}
+
+/// The whole body, or `None` as soon as it passes `limit` bytes.
+async fn collect(body: &mut Incoming, limit: usize, capacity: usize) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buf = bytes::BytesMut::with_capacity(capacity);
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request("BODY_READ_FAILED", format!("could not read the request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
+        if let Ok(data) = frame?.into_data() {
             if buf.len() + data.len() > limit {
-                drain(&mut body).await;
-                return Err(ApiError::PayloadTooLarge { limit });
+                return Ok(None);
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(Some(buf.freeze()))
 }
 
 /// Reads and discards what is left of an oversized body, up to a bound, before the 413
@@ -68,8 +105,8 @@ async fn drain(body: &mut Incoming) {
 /// # Errors
 /// 400 `INVALID_JSON` for a syntax error or invalid UTF-8, 400 `INVALID_BODY` for wrong
 /// types, missing or unknown fields; plus [`read_body`]'s errors.
-pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
-    let body = read_body(req, limit).await?;
+pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limits: Limits) -> Result<T, ApiError> {
+    let body = read_body(req, limits).await?;
     parse_json(&body)
 }
 

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 409: the resource already exists.
     #[error("{message}")]
     Conflict { code: &'static str, message: Cow<'static, str> },
+    /// 408: the request body did not arrive within `body_read_timeout_ms`.
+    #[error("request body not received within {after_ms} ms")]
+    BodyTimeout { after_ms: u64 },
     /// 413: body over the limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -104,6 +108,7 @@ impl ApiError {
             }
             ApiError::NoRoute(_) => "ROUTE_NOT_FOUND",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::BodyTimeout { .. } => "BODY_TIMEOUT",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::ShardUnavailable { .. } | ApiError::ShardsUnavailable(_) => "SHARD_UNAVAILABLE",
@@ -142,7 +147,7 @@ impl ApiError {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
         }
-        if let ApiError::PayloadTooLarge { .. } = &self {
+        if let ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. } = &self {
             // The unread body is still on the wire: this connection cannot be reused.
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::{parse_id, Error};
-use crate::http::body::{parse_json, read_body};
+use crate::http::body::{parse_json, read_body, Limits};
 use crate::http::error::ApiError;
 use crate::http::response::{bytes_response, Resp};
 use crate::state::State;
@@ -42,7 +42,7 @@ fn authorization(req: &Request<Incoming>) -> Option<Vec<u8>> {
 
 pub async fn heartbeat(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let auth = state.presence.auth.as_ref().and_then(|_| authorization(&req));
-    let raw = read_body(req, state.cfg.max_body_bytes).await?;
+    let raw = read_body(req, Limits::of(&state.cfg)).await?;
     let body: HeartbeatBody = parse_json(&raw)?;
     let id = parse_id(&body.user_id)?;
     state.presence.authorize(auth.as_deref(), id)?;
@@ -56,7 +56,7 @@ pub async fn heartbeat(state: &State, req: Request<Incoming>) -> Result<Resp, Ap
 }
 
 pub async fn status(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let raw = read_body(req, state.cfg.max_body_bytes).await?;
+    let raw = read_body(req, Limits::of(&state.cfg)).await?;
     let body: StatusBody = parse_json(&raw)?;
     let max = state.presence.max_batch;
     if body.user_ids.len() > max {

@@ -22,7 +22,7 @@ use sharding::ShardId;
 
 use crate::cache::{Cold, Found};
 use crate::db::{self, DbFail, Target};
-use crate::http::body::{query_pairs, read_json};
+use crate::http::body::{query_pairs, read_json, Limits};
 use crate::http::error::ApiError;
 use crate::http::response::{bytes_response, json_response, Resp};
 use crate::state::{AppState, State};
@@ -39,7 +39,7 @@ fn user_not_found(id: &UserId) -> ApiError {
 }
 
 pub async fn create(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: CreateBody = read_json(req, state.cfg.max_body_bytes).await?;
+    let body: CreateBody = read_json(req, Limits::of(&state.cfg)).await?;
     let user = NewUser::parse(body)?;
     let shard = shard_of(state, &user.id);
     let pool = &state.pools.get(shard).primary;
@@ -112,7 +112,7 @@ pub async fn get(state: &State, req: Request<Incoming>, id: &str) -> Result<Resp
 
 pub async fn update(state: &State, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
     let id = UserId::parse(id)?;
-    let body: PatchBody = read_json(req, state.cfg.max_body_bytes).await?;
+    let body: PatchBody = read_json(req, Limits::of(&state.cfg)).await?;
     let patch = UserPatch::parse(body)?;
     let shard = shard_of(state, &id);
     let pool = &state.pools.get(shard).primary;
