@@ -37,6 +37,15 @@ use crate::state::State;
 const LINGER: Duration = Duration::from_millis(100);
 const MAX_LINGER: Duration = Duration::from_secs(2);
 
+/// Streams one HTTP/2 connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams the client reset before we accepted them; one more and the connection gets
+/// GOAWAY `ENHANCE_YOUR_CALM` (h2's own default, 20, pinned).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams we reset because of the client's errors; one more and the connection is closed
+/// (hyper's default, 1024, pinned).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// Connections accepted whose first request has not been read yet. Graceful shutdown
 /// closes a connection that is between requests, which for such a connection would reset
 /// a request the client has already sent; the drain waits for this to reach zero.
@@ -124,7 +133,19 @@ pub async fn run(listener: TcpListener, state: State, shutdown: CancellationToke
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_millis(state.cfg.header_read_timeout_ms));
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    // HTTP/2 abuse limits, pinned here rather than left to hyper's and h2's defaults:
+    // - rapid reset (CVE-2023-44487): a client that opens streams and resets them before
+    //   they are served gets GOAWAY (ENHANCE_YOUR_CALM) once 20 such streams are pending;
+    // - "MadeYouReset" (CVE-2025-8671) and other frames that make us reset streams: after
+    //   1024 locally reset streams the connection is closed with GOAWAY.
+    // Both end only the offending connection; the worker and everyone else carry on
+    // (server/tests/hostile.rs, `http2_rapid_reset_ends_that_connection_only`).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(state.cfg.max_connections));
     let mut backoff = Duration::from_millis(5);
