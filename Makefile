@@ -31,15 +31,15 @@ endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv venv-bench help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz chaos chaos-down
+        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz chaos chaos-down reshard-add reshard-verify reshard-status reshard-rollback
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 ## ---- cluster (native, no Docker) ----
-up: ## Start the cluster: 5 primaries, 5 streaming replicas, 5 PgBouncers, Redis (idempotent)
-	@$(CLUSTER) up
+up: ## Start the cluster: 5 primaries, 5 streaming replicas, 5 PgBouncers, Redis (idempotent); SHARDS=6 adds shard-5
+	@$(if $(SHARDS),SHARDS=$(SHARDS)) $(CLUSTER) up
 
 down: ## Stop the cluster (and the server started by make dev)
 	@-pkill -TERM -f "$(BIN_RELEASE) serve" 2>/dev/null; true
@@ -108,10 +108,10 @@ test: check-compose ## Run every test against the real cluster (brings it up and
 	@$(CLUSTER) up >/dev/null
 	@$(ADMIN) migrate up >/dev/null
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(chaos)' && \
-	  $(CARGO) nextest run -p shardgate --test chaos --no-capture; \
-	else $(CARGO) test --workspace --no-fail-fast -- --skip chaos_ && \
-	  $(CARGO) test -p shardgate --test chaos -- --nocapture; fi
+	  $(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(chaos) and not binary(reshard)' && \
+	  $(CARGO) nextest run -p shardgate --test chaos --test reshard --no-capture; \
+	else $(CARGO) test --workspace --no-fail-fast -- --skip chaos_ --skip adding_a_sixth_shard && \
+	  $(CARGO) test -p shardgate --test chaos --test reshard -- --nocapture --test-threads 1; fi
 	@$(CARGO) test --workspace --doc -q
 
 test-coverage: ## Test coverage with cargo-tarpaulin (installed on first use)
@@ -287,6 +287,19 @@ bench-presence: build ## Presence: heartbeats and status batches vs /health, 10,
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
 	$(call with_bench_server,loadtest/bench-cache.sh)
+
+## ---- resharding (docs/SHARDING_GUIDE.md) ----
+reshard-add: ## Add the topology's new last shard while serving: copy, change capture, cutover, clean-up (resumable)
+	@$(ADMIN) reshard add
+
+reshard-verify: ## Every row on the shard that owns it and nowhere else (during a move: every moving row vs its copy)
+	@$(ADMIN) reshard verify
+
+reshard-status: ## Ring version and phase, copy progress, each worker's acknowledgement
+	@$(ADMIN) reshard status
+
+reshard-rollback: ## Abandon a move before its cutover (the old ring stays, the new shard is emptied)
+	@$(ADMIN) reshard rollback
 
 ## ---- faults ----
 CHAOS_FAULT_SECS ?= 10

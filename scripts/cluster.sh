@@ -15,8 +15,19 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHARDS="${SHARDS:-5}"
 DATA="$(realpath -m "${CLUSTER_DIR:-$ROOT/.cluster}")"
+# SHARDS: how many shards to run. Default 5, or more when a shard was added before
+# (`make up SHARDS=6` adds shard-5 to a running cluster; later commands keep it).
+existing_shards() {
+  local n=5 d i
+  for d in "$DATA"/shard-*; do
+    [ -d "$d/primary" ] || continue
+    i="${d##*/shard-}"
+    [[ "$i" =~ ^[0-9]+$ ]] && [ $((i + 1)) -gt $n ] && n=$((i + 1))
+  done
+  echo "$n"
+}
+SHARDS="${SHARDS:-$(existing_shards)}"
 RUN="$DATA/run"
 DB_NAME="${SHARDGATE_DB_NAME:-shardgate}"
 REDIS_PORT="${REDIS_PORT:-6379}"

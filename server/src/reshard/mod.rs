@@ -100,6 +100,14 @@ impl Drop for WriteGuard<'_> {
 #[derive(Debug)]
 pub struct PausedTooLong(pub ShardId);
 
+impl From<PausedTooLong> for crate::http::error::ApiError {
+    fn from(p: PausedTooLong) -> Self {
+        // 503 SHARD_UNAVAILABLE with Retry-After: the owner of the key cannot take the write
+        // right now; a retry lands after the cutover.
+        crate::http::error::ApiError::ShardUnavailable { shard: p.0 }
+    }
+}
+
 impl RingControl {
     /// Starts from `row` (read at start-up) or, without one, a ring of every known shard.
     pub fn new(row: Option<&RingRow>, known_shards: usize, vnodes: usize) -> RingControl {

@@ -175,15 +175,20 @@ async fn record_hold(
     item: &str,
     expires_ms: i64,
 ) -> Result<Resp, ApiError> {
-    let shard = state.ring.shard_for_str(item);
-    let pool = &state.pools.get(shard).primary;
-    if let Err(e) =
-        db::run(state, shard, Target::Primary, store::record_attempt(pool, code, &w.id, user, item, expires_ms)).await
-    {
+    // The write gate is held for the INSERT only (it waits only during a cutover).
+    let recorded: Result<(), ApiError> = async {
+        let (shard, _gate) = state.ring.write_shard(item).await?;
+        let pool = &state.pools.get(shard).primary;
+        db::run(state, shard, Target::Primary, store::record_attempt(pool, code, &w.id, user, item, expires_ms))
+            .await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = recorded {
         let mut inv = state.sale.release.prepare_invoke();
         inv.arg(&state.sale.prefix).arg(code);
         let _ = invoke::<i64>(inv, conn).await;
-        return Err(e.into());
+        return Err(e);
     }
     #[derive(Serialize)]
     struct Ok<'a> {
@@ -254,9 +259,11 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
         }
     }
     // The sale row, committed on the item's shard, BEFORE any 200.
-    let shard = state.ring.shard_for_str(item);
+    let (shard, gate) = state.ring.write_shard(item).await?;
     let pool = &state.pools.get(shard).primary;
-    match db::run(state, shard, Target::Primary, store::insert_sale(pool, item, &code, sid, user)).await {
+    let done = db::run(state, shard, Target::Primary, store::insert_sale(pool, item, &code, sid, user)).await;
+    drop(gate);
+    match done {
         Ok(true) => {}
         Ok(false) => {
             metrics::counter!("sale_purchases_total", "result" => "sold_elsewhere").increment(1);

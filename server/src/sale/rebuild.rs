@@ -62,10 +62,17 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
     let p = &state.sale.prefix;
     let s = format!("{p}{}:", w.id);
     // Every shard at once; any failure aborts (no half-loaded sale).
-    let per_shard = futures_util::future::join_all(state.topo.shard_ids().map(|shard| async move {
+    // The shards of the current ring; between a cutover and its clean-up a moved row is on
+    // its old shard too, and only the owner's copy counts.
+    let view = state.ring.view();
+    let shards = (0..view.ring.shard_count() as u16).map(sharding::ShardId::new);
+    let view = &view;
+    let per_shard = futures_util::future::join_all(shards.map(|shard| async move {
         let pool = &state.pools.get(shard).primary;
-        let sales = db::run(state, shard, Target::Primary, store::all_sales(pool)).await?;
-        let holds = db::run(state, shard, Target::Primary, store::live_holds(pool, &w.id)).await?;
+        let mut sales = db::run(state, shard, Target::Primary, store::all_sales(pool)).await?;
+        sales.retain(|(item, ..)| view.ring.shard_for_str(item) == shard);
+        let mut holds = db::run(state, shard, Target::Primary, store::live_holds(pool, &w.id)).await?;
+        holds.retain(|(_, _, item, _)| view.ring.shard_for_str(item) == shard);
         let attempts = db::run(state, shard, Target::Primary, store::attempt_count(pool, &w.id)).await?;
         Ok::<_, db::DbFail>((sales, holds, attempts))
     }))

@@ -167,15 +167,25 @@ pub async fn list(state: &State, req: Request<Incoming>) -> Result<Resp, ApiErro
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     let offset = q.offset.unwrap_or(0);
     let per_shard = limit + offset;
+    // The shards of the current ring (a shard being added is not listed until its cutover).
+    let view = state.ring.view();
+    let shards = (0..view.ring.shard_count() as u16).map(sharding::ShardId::new);
     let results = futures_util::future::join_all(
-        state.topo.shard_ids().map(|shard| shard_page(state, shard, q.cursor.as_ref(), per_shard)),
+        shards.clone().map(|shard| shard_page(state, shard, q.cursor.as_ref(), per_shard)),
     )
     .await;
     let mut lists = Vec::with_capacity(results.len());
     let mut missing = Vec::new();
-    for (shard, r) in state.topo.shard_ids().zip(results) {
+    for (shard, r) in shards.zip(results) {
         match r {
-            Ok(rows) => lists.push(rows),
+            // Between a cutover and its clean-up a moved row is on its old shard too: only
+            // the owner's copy counts.
+            Ok(mut rows) => {
+                if view.version > 1 {
+                    rows.retain(|u| view.ring.shard_for_str(&u.id) == shard);
+                }
+                lists.push(rows);
+            }
             Err(DbFail::Unavailable(_)) => missing.push(shard.name()),
             Err(e) => return Err(e.into()),
         }

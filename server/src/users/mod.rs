@@ -41,9 +41,13 @@ fn user_not_found(id: &UserId) -> ApiError {
 pub async fn create(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: CreateBody = read_json(req, Limits::of(&state.cfg)).await?;
     let user = NewUser::parse(body)?;
-    let shard = shard_of(state, &user.id);
+    // Writes route through the ring's write gate (it waits only for a key that a shard
+    // being added takes over, during the cutover).
+    let (shard, gate) = state.ring.write_shard(user.id.as_str()).await?;
     let pool = &state.pools.get(shard).primary;
-    match db::run(state, shard, Target::Primary, repo::insert(pool, &user)).await {
+    let done = db::run(state, shard, Target::Primary, repo::insert(pool, &user)).await;
+    drop(gate);
+    match done {
         Ok(created) => {
             // Committed: clear a cached "not found" for this id before answering.
             state.cache.invalidate(&state.redis, user.id.as_str()).await;
@@ -71,10 +75,18 @@ pub async fn read_user(state: &AppState, id: &UserId, strong: bool) -> Result<Op
             Err(e) => return Err(e.into()),
         }
     }
-    match db::run(state, shard, Target::Primary, repo::get(&pools.primary, id.as_str())).await {
-        Ok(u) => Ok(u),
-        Err(e) => Err(e.into()),
+    let found = db::run(state, shard, Target::Primary, repo::get(&pools.primary, id.as_str())).await?;
+    if found.is_none() {
+        // During a cutover another worker may already route this key to the new shard and
+        // have written it there: look there before answering "not found".
+        let view = state.ring.view();
+        if let Some(next) = view.next.as_ref().filter(|_| view.moves(id.as_str())) {
+            let to = next.shard_for_str(id.as_str());
+            let pool = &state.pools.get(to).primary;
+            return Ok(db::run(state, to, Target::Primary, repo::get(pool, id.as_str())).await?);
+        }
     }
+    Ok(found)
 }
 
 pub async fn get(state: &State, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
@@ -114,9 +126,11 @@ pub async fn update(state: &State, req: Request<Incoming>, id: &str) -> Result<R
     let id = UserId::parse(id)?;
     let body: PatchBody = read_json(req, Limits::of(&state.cfg)).await?;
     let patch = UserPatch::parse(body)?;
-    let shard = shard_of(state, &id);
+    let (shard, gate) = state.ring.write_shard(id.as_str()).await?;
     let pool = &state.pools.get(shard).primary;
-    match db::run(state, shard, Target::Primary, repo::update(pool, id.as_str(), &patch)).await? {
+    let done = db::run(state, shard, Target::Primary, repo::update(pool, id.as_str(), &patch)).await;
+    drop(gate);
+    match done? {
         Some(u) => {
             state.cache.invalidate(&state.redis, id.as_str()).await;
             Ok(json_response(StatusCode::OK, &u))
@@ -127,9 +141,11 @@ pub async fn update(state: &State, req: Request<Incoming>, id: &str) -> Result<R
 
 pub async fn delete(state: &State, id: &str) -> Result<Resp, ApiError> {
     let id = UserId::parse(id)?;
-    let shard = shard_of(state, &id);
+    let (shard, gate) = state.ring.write_shard(id.as_str()).await?;
     let pool = &state.pools.get(shard).primary;
-    if db::run(state, shard, Target::Primary, repo::delete(pool, id.as_str())).await? {
+    let done = db::run(state, shard, Target::Primary, repo::delete(pool, id.as_str())).await;
+    drop(gate);
+    if done? {
         state.cache.invalidate(&state.redis, id.as_str()).await;
         Ok(crate::http::response::empty(StatusCode::NO_CONTENT))
     } else {
