@@ -69,8 +69,13 @@ fn write_topology(shards: u16) {
 }
 
 fn shardgate(args: &[&str]) -> (bool, String) {
+    shardgate_with(args, &[])
+}
+
+fn shardgate_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(repo_root())
         .env("SHARDGATE_TOPOLOGY", topology_file())
         .env("RUST_LOG", "warn")
@@ -139,7 +144,33 @@ async fn adding_a_sixth_shard_under_load_moves_a_sixth_of_the_keys_and_loses_not
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // 2. The move, while the load runs.
+    // 2. A move interrupted before its cutover can be rolled back: the old ring stays, the
+    //    new shard is emptied. Then one is interrupted again and resumed by the next `add`.
+    let stop = [("SHARDGATE_RESHARD_STOP_BEFORE_CUTOVER", "1")];
+    let (ok, out) = tokio::task::spawn_blocking(move || shardgate_with(&["reshard", "add"], &stop)).await.unwrap();
+    assert!(ok && out.contains("stopping before the cutover"), "{out}");
+    let (ok, status) = shardgate(&["reshard", "status"]);
+    assert!(ok && status.contains("phase copying") && status.contains("target Some(6)"), "{status}");
+    let (ok, during) = shardgate(&["reshard", "verify"]);
+    assert!(ok && during.contains("moving rows compared with their copy"), "verify during a move:\n{during}");
+    let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&load::primaries(&[PRIMARY_BASE + 5]).await[0])
+        .await
+        .unwrap();
+    assert!(copied > 0, "the interrupted move had copied rows to the new shard");
+    let (ok, out) = shardgate(&["reshard", "rollback"]);
+    assert!(ok && out.contains("rolled back"), "{out}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&load::primaries(&[PRIMARY_BASE + 5]).await[0])
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "rollback empties the new shard");
+    let (_, status) = shardgate(&["reshard", "status"]);
+    assert!(status.contains("ring version 1, 5 shards") && status.contains("phase stable"), "{status}");
+    let (ok, out) = tokio::task::spawn_blocking(move || shardgate_with(&["reshard", "add"], &stop)).await.unwrap();
+    assert!(ok, "{out}");
+
+    // 3. The move resumed and finished, while the load runs.
     let cmd_at = load.t0.elapsed();
     let (ok, out) = tokio::task::spawn_blocking(|| shardgate(&["reshard", "add"])).await.unwrap();
     let cmd_end = load.t0.elapsed();
@@ -149,7 +180,7 @@ async fn adding_a_sixth_shard_under_load_moves_a_sixth_of_the_keys_and_loses_not
     let took = load.t0.elapsed();
     let mut ledger = load.stop().await;
 
-    // 3. No request failed, except writes of moving keys during the cutover pause.
+    // 4. No request failed, except writes of moving keys during the cutover pause.
     let (requests, rate, failed) = summarize(&ledger.recs, took);
     let wrong: Vec<_> =
         ledger.recs.iter().filter(|r| r.failure.is_some() && !(r.kind.is_write() && r.shard == 5)).collect();
@@ -166,13 +197,13 @@ async fn adding_a_sixth_shard_under_load_moves_a_sixth_of_the_keys_and_loses_not
     moving.sort();
     staying.sort();
 
-    // 4. The data: every acknowledged write on its owning shard (new ring) exactly once.
+    // 5. The data: every acknowledged write on its owning shard (new ring) exactly once.
     let c = check(&mut ledger, &new, &app.base, &tag, &ports(6)).await;
     assert_none_lost(&c);
     let (ok, verify) = shardgate(&["reshard", "verify"]);
     assert!(ok, "verify failed:\n{verify}");
 
-    // 5. About 1/6 of the keys moved, all onto the new shard; the others stayed.
+    // 6. About 1/6 of the keys moved, all onto the new shard; the others stayed.
     let pools6 = load::primaries(&ports(6)).await;
     let mut moved = 0;
     for (s, pool) in pools6.iter().enumerate() {
@@ -196,7 +227,7 @@ async fn adding_a_sixth_shard_under_load_moves_a_sixth_of_the_keys_and_loses_not
         assert_eq!(new.shard_for_str(id), old.shard_for_str(id), "a key that does not go to the new shard never moves");
     }
 
-    // 6. Every worker is on ring version 2; the move's figures are in /metrics.
+    // 7. Every worker is on ring version 2; the move's figures are in /metrics.
     let stats = app.get_json("/api/v1/shards/stats").await.1;
     assert_eq!(stats["ring_version"].as_i64(), Some(2), "{stats:?}");
     assert_eq!(stats["ring_phase"].as_str(), Some("stable"));

@@ -63,7 +63,7 @@ impl Cluster {
         let mut pools = Vec::new();
         for s in topo.shard_ids() {
             let pool = PgPoolOptions::new()
-                .max_connections(2)
+                .max_connections(6)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect_options(topo, s, Endpoint::Primary))
                 .await
@@ -217,46 +217,59 @@ impl Move {
         Ok(())
     }
 
-    /// One pass over every old shard's change log; returns how many moving changes it replayed.
-    async fn catch_up(&mut self, c: &Cluster) -> anyhow::Result<usize> {
-        let mut moving = 0;
-        let mut left = 0i64;
-        for s in 0..self.old.shard_count() as u16 {
-            loop {
-                let changes: Vec<(String, String, String)> = sqlx::query_as(
-                    "DELETE FROM shardgate_changes WHERE seq IN (SELECT seq FROM shardgate_changes ORDER BY seq LIMIT $1)
-                     RETURNING tbl, pk, route",
-                )
-                .bind(BATCH)
-                .fetch_all(c.pool(s))
-                .await?;
-                let n = changes.len();
-                let mut by_table: HashMap<&str, HashSet<String>> = HashMap::new();
-                for (tbl, pk, route) in changes {
-                    if self.moves(&route) {
-                        by_table
-                            .entry(TABLES.iter().find(|t| t.name == tbl).map_or("", |t| t.name))
-                            .or_default()
-                            .insert(pk);
-                    }
-                }
-                for t in TABLES {
-                    let Some(pks) = by_table.remove(t.name) else { continue };
-                    let pks: Vec<String> = pks.into_iter().collect();
-                    replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &pks).await?;
-                    moving += pks.len();
-                    self.replayed += pks.len() as i64;
-                    if self.track_dirty {
-                        self.dirty.entry((s, t.name)).or_default().extend(pks);
-                    }
-                }
-                if (n as i64) < BATCH {
-                    break;
+    /// One pass over one old shard's change log: the moving keys it replayed, per table.
+    async fn catch_up_shard(&self, c: &Cluster, s: u16) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
+        let mut out = Vec::new();
+        loop {
+            let changes: Vec<(String, String, String)> = sqlx::query_as(
+                "DELETE FROM shardgate_changes WHERE seq IN (SELECT seq FROM shardgate_changes ORDER BY seq LIMIT $1)
+                 RETURNING tbl, pk, route",
+            )
+            .bind(BATCH)
+            .fetch_all(c.pool(s))
+            .await?;
+            let n = changes.len();
+            let mut by_table: HashMap<&str, HashSet<String>> = HashMap::new();
+            for (tbl, pk, route) in changes {
+                if let Some(t) = TABLES.iter().find(|t| t.name == tbl).filter(|_| self.moves(&route)) {
+                    by_table.entry(t.name).or_default().insert(pk);
                 }
             }
-            left += sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shardgate_changes").fetch_one(c.pool(s)).await?;
+            for t in TABLES {
+                let Some(pks) = by_table.remove(t.name) else { continue };
+                let pks: Vec<String> = pks.into_iter().collect();
+                replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &pks).await?;
+                out.push((t.name, pks));
+            }
+            if (n as i64) < BATCH {
+                return Ok(out);
+            }
         }
-        progress(c, self.copied, left).await;
+    }
+
+    /// One pass over every old shard's change log (the shards at once); returns how many
+    /// moving changes it replayed. `lag`: also count what is left (not during the pause).
+    async fn catch_up(&mut self, c: &Cluster, lag: bool) -> anyhow::Result<usize> {
+        let shards = 0..self.old.shard_count() as u16;
+        let passes = futures_util::future::join_all(shards.clone().map(|s| self.catch_up_shard(c, s))).await;
+        let mut moving = 0;
+        for (s, r) in shards.zip(passes) {
+            for (t, pks) in r? {
+                moving += pks.len();
+                self.replayed += pks.len() as i64;
+                if self.track_dirty {
+                    self.dirty.entry((s, t)).or_default().extend(pks);
+                }
+            }
+        }
+        if lag {
+            let mut left = 0i64;
+            for s in 0..self.old.shard_count() as u16 {
+                left +=
+                    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shardgate_changes").fetch_one(c.pool(s)).await?;
+            }
+            progress(c, self.copied, left).await;
+        }
         Ok(moving)
     }
 
@@ -403,7 +416,7 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
         let copy_s = t_copy.elapsed().as_secs_f64();
         println!("  copy: {} rows in {:.2} s ({:.0} rows/s)", mv.copied, copy_s, mv.copied as f64 / copy_s.max(1e-3));
         for pass in 1.. {
-            let n = mv.catch_up(&c).await?;
+            let n = mv.catch_up(&c, true).await?;
             println!("  catch-up pass {pass}: {n} changed moving rows replayed");
             if n < CUTOVER_WHEN_BELOW || pass >= 20 {
                 break;
@@ -418,7 +431,12 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
             "  verify before the pause: {checked} moving rows compared, {} changed since (checked again in the pause)",
             bad.len()
         );
-        mv.catch_up(&c).await?;
+        mv.catch_up(&c, true).await?;
+        if std::env::var("SHARDGATE_RESHARD_STOP_BEFORE_CUTOVER").is_ok() {
+            // For tests and rehearsals: leave the move in `copying`, as an interrupted run would.
+            println!("  stopping before the cutover (SHARDGATE_RESHARD_STOP_BEFORE_CUTOVER): run add again to resume");
+            return Ok(());
+        }
 
         // Cutover.
         let t_pause = Instant::now();
@@ -428,15 +446,19 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
             return Err(e.context("cutover abandoned, writes resumed; run `shardgate reshard add` again"));
         }
         let acked = t_pause.elapsed();
-        mv.catch_up(&c).await?;
-        while mv.catch_up(&c).await? > 0 {}
-        let mut differ = 0;
+        while mv.catch_up(&c, false).await? > 0 {}
+        let drained = t_pause.elapsed();
         let dirty = std::mem::take(&mut mv.dirty);
         let rechecked: usize = dirty.values().map(HashSet::len).sum();
-        for ((s, tname), keys) in dirty {
+        let checks = dirty.into_iter().map(|((s, tname), keys)| {
             let t = TABLES.iter().find(|t| t.name == tname).copied().expect("known table");
             let keys: Vec<String> = keys.into_iter().collect();
-            differ += diff(c.pool(s), c.pool(mv.target), t, &keys).await?.len();
+            let c = &c;
+            async move { diff(c.pool(s), c.pool(mv.target), t, &keys).await.map(|d| d.len()) }
+        });
+        let mut differ = 0;
+        for d in futures_util::future::join_all(checks).await {
+            differ += d?;
         }
         if differ > 0 {
             set_phase(&c, "phase = 'copying'", &[]).await?;
@@ -450,9 +472,11 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
         .await?;
         pause = t_pause.elapsed();
         println!(
-            "  cutover: writes of moving keys paused {:.1} ms (workers acknowledged in {:.1} ms; {rechecked} rows checked again, 0 differ)",
+            "  cutover: writes of moving keys paused {:.1} ms (workers acknowledged at {:.1} ms, last changes drained at {:.1} ms; \
+             {rechecked} rows checked again, 0 differ)",
             ms(pause),
-            ms(acked)
+            ms(acked),
+            ms(drained)
         );
         row = current(&c).await?;
         let seen = wait_for_workers(&c, row.version, Phase::Cleaning, Duration::from_secs(10)).await?;
