@@ -3,7 +3,9 @@
 //! - [`RingControl`] (one per worker, in `AppState`): the current [`RingView`] and the write
 //!   gate of a move. Reads route by the view's ring and never wait. Writes of a key that the
 //!   next ring moves wait while the view is *paused*, and are counted while in flight so the
-//!   worker can tell the resharder "none of mine is still writing to the old shard".
+//!   worker can tell the resharder "none of mine is still writing to the old shard". Writes
+//!   begun before a move was announced are counted too: the worker acknowledges `copying` only
+//!   once they are done, so every write still running at the pause is one the gate counted.
 //! - [`watch`]: the per-worker task that polls the control row on shard 0 (`shardgate_ring`),
 //!   applies a new view, and acknowledges it (`shardgate_ring_workers`). One round trip per
 //!   poll (the acknowledgement rides on the read).
@@ -76,6 +78,10 @@ pub struct RingControl {
     changed: tokio::sync::watch::Sender<u64>,
     /// Writes of moving keys that are past the gate and not finished.
     moving_in_flight: AtomicUsize,
+    /// Writes begun while no move was announced (no `next` ring), not finished. Before a
+    /// worker acknowledges `copying` it waits for these: they were not counted as moving, and
+    /// one still running at the cutover could reach an old shard after the last drain.
+    unplanned_in_flight: AtomicUsize,
     /// Milliseconds since `born` of the last successful poll.
     last_poll_ms: AtomicU64,
     born: Instant,
@@ -84,14 +90,14 @@ pub struct RingControl {
     known_shards: usize,
 }
 
-/// Held by a write of a moving key until it has finished on the old shard.
+/// Held by a write until it has finished on its shard (it is counted while it runs).
 #[must_use]
-pub struct WriteGuard<'a>(Option<&'a RingControl>);
+pub struct WriteGuard<'a>(Option<&'a AtomicUsize>);
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.0 {
-            c.moving_in_flight.fetch_sub(1, Ordering::SeqCst);
+            c.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -118,6 +124,7 @@ impl RingControl {
             view: RwLock::new(Arc::new(view)),
             changed: tokio::sync::watch::Sender::new(0),
             moving_in_flight: AtomicUsize::new(0),
+            unplanned_in_flight: AtomicUsize::new(0),
             last_poll_ms: AtomicU64::new(0),
             born: Instant::now(),
             vnodes,
@@ -169,6 +176,16 @@ impl RingControl {
         loop {
             let v = self.view();
             let here = v.ring.shard_for_str(key);
+            if v.next.is_none() {
+                // Count first, then look again (as below): the watcher waits for these before
+                // it acknowledges a move.
+                self.unplanned_in_flight.fetch_add(1, Ordering::SeqCst);
+                if Arc::ptr_eq(&v, &self.view()) {
+                    return Ok((here, WriteGuard(Some(&self.unplanned_in_flight))));
+                }
+                self.unplanned_in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
             if !v.moves(key) {
                 return Ok((here, WriteGuard(None)));
             }
@@ -178,7 +195,7 @@ impl RingControl {
                 self.moving_in_flight.fetch_add(1, Ordering::SeqCst);
                 let again = self.view();
                 if Arc::ptr_eq(&v, &again) && !self.fenced() {
-                    return Ok((here, WriteGuard(Some(self))));
+                    return Ok((here, WriteGuard(Some(&self.moving_in_flight))));
                 }
                 self.moving_in_flight.fetch_sub(1, Ordering::SeqCst);
                 continue;
@@ -217,8 +234,17 @@ impl RingControl {
 
     /// Waits (bounded) until no moving-key write of this worker is in flight.
     async fn drain_moving(&self, limit: Duration) -> bool {
+        Self::drain(&self.moving_in_flight, limit).await
+    }
+
+    /// Waits (bounded) until every write begun before a move was announced has finished.
+    async fn drain_unplanned(&self, limit: Duration) -> bool {
+        Self::drain(&self.unplanned_in_flight, limit).await
+    }
+
+    async fn drain(counter: &AtomicUsize, limit: Duration) -> bool {
         let until = Instant::now() + limit;
-        while self.moving_in_flight.load(Ordering::SeqCst) > 0 {
+        while counter.load(Ordering::SeqCst) > 0 {
             if Instant::now() > until {
                 return false;
             }
@@ -254,6 +280,12 @@ pub async fn watch(state: crate::state::State, interval: Duration, cancel: tokio
                                 acked = (row.version, Phase::Paused);
                             }
                             continue; // acknowledge at once
+                        }
+                        if row.phase == Phase::Copying && acked != (row.version, Phase::Copying) {
+                            if ctl.drain_unplanned(Duration::from_secs(15)).await {
+                                acked = (row.version, Phase::Copying);
+                            }
+                            continue;
                         }
                         if row.phase != Phase::Paused && acked != (row.version, row.phase) {
                             acked = (row.version, row.phase);
@@ -297,7 +329,22 @@ mod tests {
         ctl.last_poll_ms.store(u64::MAX / 2, Ordering::Relaxed);
         let (s, g) = ctl.write_shard("user123").await.unwrap();
         assert_eq!(s, Ring::new(5, 100).shard_for_str("user123"));
-        assert!(g.0.is_none());
+        assert_eq!(ctl.unplanned_in_flight.load(Ordering::SeqCst), 1, "counted until done");
+        drop(g);
+        assert_eq!(ctl.unplanned_in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_begun_before_the_move_was_announced_holds_the_copying_acknowledgement() {
+        let ctl = RingControl::new(None, 6, 100);
+        ctl.last_poll_ms.store(u64::MAX / 2, Ordering::Relaxed);
+        let (_, g) = ctl.write_shard("user123").await.unwrap();
+        ctl.apply(&row(5, Some(6), Phase::Copying)).unwrap();
+        assert!(!ctl.drain_unplanned(Duration::from_millis(20)).await, "still in flight");
+        let (_, g2) = ctl.write_shard("user123").await.unwrap(); // begun after: not counted there
+        drop(g);
+        assert!(ctl.drain_unplanned(Duration::from_millis(20)).await);
+        drop(g2);
     }
 
     #[tokio::test]
