@@ -164,7 +164,7 @@ pub fn main() -> anyhow::Result<()> {
             let topo = cfg.load_topology()?;
             let rt = admin::runtime()?;
             match cmd {
-                ReshardCommand::Add => rt.block_on(crate::reshard::mover::add(&topo)),
+                ReshardCommand::Add => rt.block_on(crate::reshard::mover::add(&cfg, &topo)),
                 ReshardCommand::Verify => rt.block_on(crate::reshard::mover::verify(&topo)),
                 ReshardCommand::Rollback => rt.block_on(crate::reshard::mover::rollback(&topo)),
                 ReshardCommand::Status => rt.block_on(crate::reshard::mover::status(&topo)),

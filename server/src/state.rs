@@ -55,17 +55,25 @@ impl AppState {
         // The ring comes from shard 0's control row (resharding changes it); without one
         // (shard 0 down at start, or not migrated), a ring of every shard in the topology,
         // corrected by the watcher at its first successful poll.
+        // The read also registers this worker (an acknowledgement of "nothing yet"), so a
+        // resharder that starts a move waits for it.
         let row = {
             let pool = &pools.get(ShardId::new(0)).primary;
-            match tokio::time::timeout(Duration::from_secs(2), crate::reshard::control::read(pool)).await {
-                Ok(Ok(row)) => row,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read the ring's control row; using every shard of the topology");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!("reading the ring's control row timed out; using every shard of the topology");
-                    None
+            let name = crate::reshard::control::worker_name();
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let read = crate::reshard::control::poll(pool, &name, 0, crate::reshard::Phase::Stable);
+                match tokio::time::timeout(Duration::from_secs(1), read).await {
+                    Ok(Ok(row)) => break row,
+                    Ok(Err(e)) if std::time::Instant::now() >= until => {
+                        tracing::warn!(error = %e, "cannot read the ring's control row on shard 0 for 5 s; routing by every shard of the topology until it can be read");
+                        break None;
+                    }
+                    Err(_) if std::time::Instant::now() >= until => {
+                        tracing::warn!("reading the ring's control row timed out for 5 s; routing by every shard of the topology until it can be read");
+                        break None;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
         };

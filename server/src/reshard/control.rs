@@ -80,8 +80,13 @@ fn from_raw((version, shards, target, phase, rows_copied, lag_rows): Raw) -> Rin
 
 /// This process's name in `shardgate_ring_workers`.
 pub fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}/{}", host.trim(), std::process::id())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        // pid plus a random part: pids repeat across containers and restarts.
+        format!("{}/{}/{}", host.trim(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    })
+    .clone()
 }
 
 /// One round trip: acknowledge `(version, phase)` for `worker` and read the control row.
@@ -129,19 +134,33 @@ pub async fn ensure(pool: &PgPool, shards: i32) -> Result<RingRow, sqlx::Error> 
     Ok(read(pool).await?.unwrap_or(RingRow::initial(shards)))
 }
 
-/// Live workers (acknowledged within [`LIVE_WINDOW_S`]) that have not yet acknowledged
-/// `(version, phase)`.
+/// Before a move starts, the resharder waits for every worker seen this recently that has
+/// not deregistered: a worker cut off from shard 0 while the ring was stable is not fenced
+/// (fencing writes whenever shard 0 is unreachable would make shard 0 everyone's single point
+/// of failure), so the move must not begin without it.
+pub const REGISTERED_WINDOW_S: f64 = 60.0;
+
+/// Workers acknowledged within `window_s` seconds (and not deregistered) that have not yet
+/// acknowledged `(version, phase)`.
 ///
 /// # Errors
 /// The query failed.
-pub async fn laggards(pool: &PgPool, version: i32, phase: Phase) -> Result<Vec<String>, sqlx::Error> {
+pub async fn laggards(pool: &PgPool, version: i32, phase: Phase, window_s: f64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT worker FROM shardgate_ring_workers
          WHERE seen_at > now() - make_interval(secs => $3) AND NOT (version = $1 AND phase = $2)",
     )
     .bind(version)
     .bind(phase.as_str())
-    .bind(LIVE_WINDOW_S)
+    .bind(window_s)
     .fetch_all(pool)
     .await
+}
+
+/// Removes a worker's acknowledgement row (it has stopped serving).
+///
+/// # Errors
+/// The query failed.
+pub async fn deregister(pool: &PgPool, worker: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM shardgate_ring_workers WHERE worker = $1").bind(worker).execute(pool).await.map(|_| ())
 }

@@ -213,6 +213,20 @@ impl RingControl {
         }
     }
 
+    /// Waits for the view to change from `seen`, at most [`PAUSE_LIMIT`]; returns the current
+    /// view either way.
+    pub async fn wait_change(&self, seen: &Arc<RingView>) -> Arc<RingView> {
+        let deadline = tokio::time::Instant::now() + PAUSE_LIMIT;
+        loop {
+            let mut rx = self.changed.subscribe();
+            let now = self.view();
+            if !Arc::ptr_eq(seen, &now) || tokio::time::Instant::now() >= deadline {
+                return now;
+            }
+            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+        }
+    }
+
     /// Applies a control row; returns true when the view changed.
     fn apply(&self, row: &RingRow) -> Result<bool, String> {
         let need = row.target.unwrap_or(row.shards).max(row.shards) as usize;
@@ -233,15 +247,18 @@ impl RingControl {
     }
 
     /// Waits (bounded) until no moving-key write of this worker is in flight.
+    #[cfg(test)]
     async fn drain_moving(&self, limit: Duration) -> bool {
         Self::drain(&self.moving_in_flight, limit).await
     }
 
     /// Waits (bounded) until every write begun before a move was announced has finished.
+    #[cfg(test)]
     async fn drain_unplanned(&self, limit: Duration) -> bool {
         Self::drain(&self.unplanned_in_flight, limit).await
     }
 
+    #[cfg(test)]
     async fn drain(counter: &AtomicUsize, limit: Duration) -> bool {
         let until = Instant::now() + limit;
         while counter.load(Ordering::SeqCst) > 0 {
@@ -254,9 +271,11 @@ impl RingControl {
     }
 }
 
-/// Polls shard 0's control row until `cancel`, applying and acknowledging each change.
-/// Polls every `interval` while the ring is stable and every 20 ms during a move.
-pub async fn watch(state: crate::state::State, interval: Duration, cancel: tokio_util::sync::CancellationToken) {
+/// Polls shard 0's control row for as long as the worker runs, applying and acknowledging
+/// each change. Polls every `interval` while the ring is stable and every 20 ms during a move.
+/// It does not stop at the start of a drain: a draining worker may still have writes in
+/// flight, and the resharder must keep seeing it (the worker deregisters after its drain).
+pub async fn watch(state: crate::state::State, interval: Duration, _cancel: tokio_util::sync::CancellationToken) {
     let ctl = &state.ring;
     let worker = control::worker_name();
     let pool = &state.pools.get(ShardId::new(0)).primary;
@@ -275,21 +294,18 @@ pub async fn watch(state: crate::state::State, interval: Duration, cancel: tokio
                         if changed {
                             tracing::info!(version = row.version, shards = row.shards, target = ?row.target, phase = row.phase.as_str(), "ring view changed");
                         }
-                        if row.phase == Phase::Paused && acked != (row.version, Phase::Paused) {
-                            if ctl.drain_moving(Duration::from_secs(10)).await {
-                                acked = (row.version, Phase::Paused);
+                        let want = (row.version, row.phase);
+                        if acked != want {
+                            // Copying: writes begun before the move was announced must be done.
+                            // Paused: also those of moving keys. (A worker that jumps from
+                            // stable straight to paused waits for both.)
+                            let need_unplanned =
+                                acked.1 == Phase::Stable && matches!(row.phase, Phase::Copying | Phase::Paused);
+                            let need_moving = row.phase == Phase::Paused;
+                            if drain_keeping_alive(ctl, pool, &worker, acked, need_unplanned, need_moving).await {
+                                acked = want;
                             }
                             continue; // acknowledge at once
-                        }
-                        if row.phase == Phase::Copying && acked != (row.version, Phase::Copying) {
-                            if ctl.drain_unplanned(Duration::from_secs(15)).await {
-                                acked = (row.version, Phase::Copying);
-                            }
-                            continue;
-                        }
-                        if row.phase != Phase::Paused && acked != (row.version, row.phase) {
-                            acked = (row.version, row.phase);
-                            continue;
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "cannot apply the ring"),
@@ -300,11 +316,53 @@ pub async fn watch(state: crate::state::State, interval: Duration, cancel: tokio
             Err(_) => tracing::debug!("ring control poll timed out"),
         }
         let pause = if resharding { Duration::from_millis(20) } else { interval };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Waits (at most 15 s) for the counted writes to finish, re-sending the previous
+/// acknowledgement every 200 ms so the resharder keeps counting this worker as alive.
+async fn drain_keeping_alive(
+    ctl: &RingControl,
+    pool: &sqlx::PgPool,
+    worker: &str,
+    acked: (i32, Phase),
+    unplanned: bool,
+    moving: bool,
+) -> bool {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let busy = (unplanned && ctl.unplanned_in_flight.load(Ordering::SeqCst) > 0)
+            || (moving && ctl.moving_in_flight.load(Ordering::SeqCst) > 0);
+        if !busy {
+            return true;
+        }
+        if Instant::now() > until {
+            tracing::warn!("writes still in flight after 15 s; not acknowledging the ring change yet");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return false;
+        }
+        let step = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < step {
+            let busy = (unplanned && ctl.unplanned_in_flight.load(Ordering::SeqCst) > 0)
+                || (moving && ctl.moving_in_flight.load(Ordering::SeqCst) > 0);
+            if !busy {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), control::poll(pool, worker, acked.0, acked.1)).await
+        {
+            ctl.last_poll_ms.store(ctl.born.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
     }
+}
+
+/// Removes this worker's acknowledgement row: called once it has stopped serving.
+pub async fn deregister(state: &crate::state::State) {
+    let pool = &state.pools.get(ShardId::new(0)).primary;
+    let _ = tokio::time::timeout(Duration::from_secs(1), control::deregister(pool, &control::worker_name())).await;
 }
 
 #[cfg(test)]

@@ -62,10 +62,12 @@ impl Cluster {
     async fn connect(topo: &Topology) -> anyhow::Result<Cluster> {
         let mut pools = Vec::new();
         for s in topo.shard_ids() {
+            // UTC: rows are compared as md5(to_jsonb(row)::text), which renders timestamps in
+            // the session's time zone; both sides must render them alike.
             let pool = PgPoolOptions::new()
                 .max_connections(6)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(connect_options(topo, s, Endpoint::Primary))
+                .connect_with(connect_options(topo, s, Endpoint::Primary).options([("TimeZone", "UTC")]))
                 .await
                 .with_context(|| format!("connect to {}'s primary", s.name()))?;
             pools.push(pool);
@@ -187,6 +189,9 @@ struct Move {
     /// Keys replayed since the pre-pause verification started: compared again in the pause.
     dirty: BTreeMap<(u16, &'static str), HashSet<String>>,
     track_dirty: bool,
+    /// Ids of the users moved (copied or replayed): their cache entries are dropped once every
+    /// worker routes by the new ring.
+    moved_users: HashSet<String>,
 }
 
 impl Move {
@@ -206,6 +211,9 @@ impl Move {
                     let pks: Vec<String> = keys.iter().filter(|(_, r)| self.moves(r)).map(|(p, _)| p.clone()).collect();
                     let (up, _) = replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &pks).await?;
                     self.copied += up as i64;
+                    if t.name == "users" {
+                        self.moved_users.extend(pks);
+                    }
                     progress(c, self.copied, 0).await;
                     if (keys.len() as i64) < BATCH {
                         break;
@@ -221,16 +229,18 @@ impl Move {
     async fn catch_up_shard(&self, c: &Cluster, s: u16) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
         let mut out = Vec::new();
         loop {
-            let changes: Vec<(String, String, String)> = sqlx::query_as(
-                "DELETE FROM shardgate_changes WHERE seq IN (SELECT seq FROM shardgate_changes ORDER BY seq LIMIT $1)
-                 RETURNING tbl, pk, route",
-            )
-            .bind(BATCH)
-            .fetch_all(c.pool(s))
-            .await?;
+            // Read, replay, and only then delete exactly the entries replayed: a failed replay
+            // leaves them for the next pass, and an entry that commits late (a lower sequence
+            // number than one already read) is still there next time.
+            let changes: Vec<(i64, String, String, String)> =
+                sqlx::query_as("SELECT seq, tbl, pk, route FROM shardgate_changes ORDER BY seq LIMIT $1")
+                    .bind(BATCH)
+                    .fetch_all(c.pool(s))
+                    .await?;
             let n = changes.len();
+            let seqs: Vec<i64> = changes.iter().map(|c| c.0).collect();
             let mut by_table: HashMap<&str, HashSet<String>> = HashMap::new();
-            for (tbl, pk, route) in changes {
+            for (_, tbl, pk, route) in changes {
                 if let Some(t) = TABLES.iter().find(|t| t.name == tbl).filter(|_| self.moves(&route)) {
                     by_table.entry(t.name).or_default().insert(pk);
                 }
@@ -240,6 +250,9 @@ impl Move {
                 let pks: Vec<String> = pks.into_iter().collect();
                 replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &pks).await?;
                 out.push((t.name, pks));
+            }
+            if !seqs.is_empty() {
+                sqlx::query("DELETE FROM shardgate_changes WHERE seq = ANY($1)").bind(&seqs).execute(c.pool(s)).await?;
             }
             if (n as i64) < BATCH {
                 return Ok(out);
@@ -257,6 +270,9 @@ impl Move {
             for (t, pks) in r? {
                 moving += pks.len();
                 self.replayed += pks.len() as i64;
+                if t == "users" {
+                    self.moved_users.extend(pks.iter().cloned());
+                }
                 if self.track_dirty {
                     self.dirty.entry((s, t)).or_default().extend(pks);
                 }
@@ -271,6 +287,42 @@ impl Move {
             progress(c, self.copied, left).await;
         }
         Ok(moving)
+    }
+
+    /// Rows on the new shard whose old shard no longer has them (a delete not replayed):
+    /// removed from the new shard. Returns how many.
+    async fn sweep_orphans(&self, c: &Cluster) -> anyhow::Result<u64> {
+        let mut removed = 0;
+        for t in TABLES {
+            let mut after = String::new();
+            loop {
+                let keys = page(c.pool(self.target), t, &after).await?;
+                let Some(last) = keys.last() else { break };
+                after = last.0.clone();
+                let mut by_old: HashMap<u16, Vec<String>> = HashMap::new();
+                for (pk, route) in &keys {
+                    by_old.entry(self.old.shard_for_str(route).get()).or_default().push(pk.clone());
+                }
+                for (s, pks) in by_old {
+                    let on_src: HashSet<String> = sqlx::query_scalar(&format!(
+                        "SELECT {pk}::text FROM {tbl} WHERE {pk} = ANY($1)",
+                        pk = t.pk,
+                        tbl = t.name
+                    ))
+                    .bind(&pks)
+                    .fetch_all(c.pool(s))
+                    .await?
+                    .into_iter()
+                    .collect();
+                    let gone: Vec<String> = pks.into_iter().filter(|k| !on_src.contains(k)).collect();
+                    removed += replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &gone).await?.1;
+                }
+                if (keys.len() as i64) < BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Every moving row on its old shard compared with its copy; returns the keys that differ.
@@ -323,8 +375,11 @@ async fn capture(c: &Cluster, old_shards: u16, on: bool) -> anyhow::Result<()> {
 
 async fn wait_for_workers(c: &Cluster, version: i32, phase: Phase, limit: Duration) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
+    // Entering a move: every worker seen in the last minute (not deregistered). Later phases:
+    // workers alive now (a silent one is fenced for moving keys, see `FENCE_AFTER`).
+    let window = if phase == Phase::Copying { control::REGISTERED_WINDOW_S } else { control::LIVE_WINDOW_S };
     loop {
-        let left = control::laggards(c.control(), version, phase).await?;
+        let left = control::laggards(c.control(), version, phase, window).await?;
         if left.is_empty() {
             return Ok(t0.elapsed());
         }
@@ -333,6 +388,32 @@ async fn wait_for_workers(c: &Cluster, version: i32, phase: Phase, limit: Durati
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Deletes the cache entries (`<prefix>user:<id>`) of `ids`; returns how many existed.
+async fn drop_cached(cfg: &crate::config::Config, ids: &HashSet<String>) -> anyhow::Result<u64> {
+    let client = redis::Client::open(cfg.redis_url.as_str())?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection()).await??;
+    let keys: Vec<String> = ids.iter().map(|id| format!("{}user:{id}", cfg.redis_key_prefix)).collect();
+    let mut n = 0;
+    for chunk in keys.chunks(1000) {
+        n += redis::cmd("DEL").arg(chunk).query_async::<u64>(&mut conn).await?;
+    }
+    Ok(n)
+}
+
+/// One `reshard` command at a time: a session advisory lock on shard 0's primary, held by a
+/// connection of its own until the command ends.
+async fn exclusive(topo: &Topology) -> anyhow::Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(&connect_options(topo, ShardId::new(0), Endpoint::Primary))
+        .await
+        .context("connect to shard-0's primary")?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7261203)").fetch_one(&mut conn).await?;
+    if !got {
+        bail!("another `shardgate reshard` command is running");
+    }
+    Ok(conn)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -348,11 +429,12 @@ async fn current(c: &Cluster) -> anyhow::Result<RingRow> {
 /// # Errors
 /// A shard unreachable, workers that do not acknowledge, a verification that finds a
 /// difference (the move stops before the cutover; run `add` again or `rollback`).
-pub async fn add(topo: &Topology) -> anyhow::Result<()> {
+pub async fn add(cfg: &crate::config::Config, topo: &Topology) -> anyhow::Result<()> {
     let t_start = Instant::now();
+    let _lock = exclusive(topo).await?;
     let mut row = {
         let c = Cluster::connect(topo).await?;
-        control::ensure(c.control(), topo.len() as i32).await?
+        current(&c).await?
     };
     if row.phase == Phase::Stable && row.shards as usize >= topo.len() {
         bail!(
@@ -367,7 +449,11 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
         r.context("migrate")?;
     }
     let c = Cluster::connect(topo).await?;
-    let target = row.target.unwrap_or(row.shards + 1);
+    // After the cutover (cleaning) the ring already has the new shard; before it, `target`.
+    let target = match row.phase {
+        Phase::Cleaning => row.shards,
+        _ => row.target.unwrap_or(row.shards + 1),
+    };
     if target as usize > topo.len() {
         bail!("the move targets {target} shards but the topology has {}", topo.len());
     }
@@ -385,6 +471,7 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
         replayed: 0,
         dirty: BTreeMap::new(),
         track_dirty: false,
+        moved_users: HashSet::new(),
     };
     println!(
         "reshard: ring version {} with {} shards -> {} shards (new shard-{}); phase {}",
@@ -402,6 +489,10 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
             set_phase(&c, "phase = 'copying'", &[]).await?;
         }
         if row.phase == Phase::Stable {
+            // The new shard is not on the ring: anything on it is left from an abandoned move.
+            for t in TABLES {
+                sqlx::query(&format!("DELETE FROM {}", t.name)).execute(c.pool(mv.target)).await?;
+            }
             capture(&c, old_n, false).await?; // a clean log
             capture(&c, old_n, true).await?;
             set_phase(&c, "phase = 'copying', target = $1::int, rows_copied = 0, lag_rows = 0", &[target.into()])
@@ -409,7 +500,7 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
             println!("  prepare: shard-{} migrated, change capture on shards 0..{}", mv.target, old_n - 1);
         }
         row = current(&c).await?;
-        wait_for_workers(&c, row.version, Phase::Copying, Duration::from_secs(10)).await?;
+        wait_for_workers(&c, row.version, Phase::Copying, Duration::from_secs(90)).await?;
 
         let t_copy = Instant::now();
         mv.copy(&c).await?;
@@ -423,6 +514,10 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
             }
         }
         mv.track_dirty = true;
+        let orphans = mv.sweep_orphans(&c).await?;
+        if orphans > 0 {
+            println!("  {orphans} rows on shard-{} whose source is gone removed", mv.target);
+        }
         let (checked, bad) = mv.verify_all(&c).await?;
         for (s, t, k) in &bad {
             mv.dirty.entry((*s, t)).or_default().insert(k.clone());
@@ -445,31 +540,49 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
             set_phase(&c, "phase = 'copying'", &[]).await?;
             return Err(e.context("cutover abandoned, writes resumed; run `shardgate reshard add` again"));
         }
-        let acked = t_pause.elapsed();
-        while mv.catch_up(&c, false).await? > 0 {}
-        let drained = t_pause.elapsed();
-        let dirty = std::mem::take(&mut mv.dirty);
-        let rechecked: usize = dirty.values().map(HashSet::len).sum();
-        let checks = dirty.into_iter().map(|((s, tname), keys)| {
-            let t = TABLES.iter().find(|t| t.name == tname).copied().expect("known table");
-            let keys: Vec<String> = keys.into_iter().collect();
-            let c = &c;
-            async move { diff(c.pool(s), c.pool(mv.target), t, &keys).await.map(|d| d.len()) }
-        });
-        let mut differ = 0;
-        for d in futures_util::future::join_all(checks).await {
-            differ += d?;
+        // Everything inside the pause: on any error, writes resume (phase back to copying).
+        let cut: anyhow::Result<(Duration, Duration, usize)> = async {
+            let acked = t_pause.elapsed();
+            while mv.catch_up(&c, false).await? > 0 {}
+            let drained = t_pause.elapsed();
+            let dirty = std::mem::take(&mut mv.dirty);
+            let rechecked: usize = dirty.values().map(HashSet::len).sum();
+            let checks = dirty.into_iter().map(|((s, tname), keys)| {
+                let t = TABLES.iter().find(|t| t.name == tname).copied().expect("known table");
+                let keys: Vec<String> = keys.into_iter().collect();
+                let c = &c;
+                async move { diff(c.pool(s), c.pool(mv.target), t, &keys).await.map(|d| d.len()) }
+            });
+            let mut differ = 0;
+            for d in futures_util::future::join_all(checks).await {
+                differ += d?;
+            }
+            if differ > 0 {
+                bail!("{differ} moved rows differ from their source after the last changes");
+            }
+            let switched = sqlx::query(
+                "UPDATE shardgate_ring SET version = version + 1, shards = target, previous = shards, target = NULL,
+                        phase = 'cleaning', updated_at = now()
+                 WHERE id = 1 AND phase = 'paused' AND version = $1",
+            )
+            .bind(row.version)
+            .execute(c.control())
+            .await?;
+            if switched.rows_affected() != 1 {
+                bail!("the control row changed under the cutover");
+            }
+            Ok((acked, drained, rechecked))
         }
-        if differ > 0 {
-            set_phase(&c, "phase = 'copying'", &[]).await?;
-            bail!("{differ} moved rows differ from their source after the last changes; cutover abandoned, writes resumed");
-        }
-        set_phase(
-            &c,
-            "version = version + 1, shards = target, previous = shards, target = NULL, phase = 'cleaning'",
-            &[],
-        )
-        .await?;
+        .await;
+        let (acked, drained, rechecked) = match cut {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = sqlx::query("UPDATE shardgate_ring SET phase = 'copying' WHERE id = 1 AND phase = 'paused'")
+                    .execute(c.control())
+                    .await;
+                return Err(e.context("cutover abandoned, writes resumed; run `shardgate reshard add` again"));
+            }
+        };
         pause = t_pause.elapsed();
         println!(
             "  cutover: writes of moving keys paused {:.1} ms (workers acknowledged at {:.1} ms, last changes drained at {:.1} ms; \
@@ -481,6 +594,14 @@ pub async fn add(topo: &Topology) -> anyhow::Result<()> {
         row = current(&c).await?;
         let seen = wait_for_workers(&c, row.version, Phase::Cleaning, Duration::from_secs(10)).await?;
         println!("  every worker on ring version {} within {:.1} ms", row.version, ms(seen));
+        // A worker that read a moved user from its old shard just before it switched may have
+        // cached it; no worker reads old shards now, so dropping those entries is final.
+        match drop_cached(cfg, &mv.moved_users).await {
+            Ok(n) => println!("  cache: {n} moved users' entries dropped"),
+            Err(e) => {
+                println!("  cache: could not drop moved users' entries ({e}); they expire with CACHE_TTL_SECONDS")
+            }
+        }
     }
 
     // Clean up.
@@ -599,6 +720,7 @@ pub async fn verify(topo: &Topology) -> anyhow::Result<()> {
             replayed: 0,
             dirty: BTreeMap::new(),
             track_dirty: false,
+            moved_users: HashSet::new(),
         };
         let (checked, bad) = mv.verify_all(&c).await?;
         println!(
@@ -631,15 +753,26 @@ pub async fn verify(topo: &Topology) -> anyhow::Result<()> {
 /// # Errors
 /// After the cutover (phase cleaning) there is nothing to roll back: run `add` to finish.
 pub async fn rollback(topo: &Topology) -> anyhow::Result<()> {
+    let _lock = exclusive(topo).await?;
     let c = Cluster::connect(topo).await?;
     let row = current(&c).await?;
-    let Some(target) = row.target else {
-        bail!("no move to roll back (phase {})", row.phase.as_str());
+    let target = match (row.phase, row.target) {
+        (Phase::Copying | Phase::Paused, Some(t)) => t,
+        // Stable with a shard beyond the ring: finish an earlier rollback (idempotent).
+        (Phase::Stable, _) if topo.len() > row.shards as usize => row.shards + 1,
+        (Phase::Stable, _) => bail!("no move to roll back (phase stable, no shard beyond the ring)"),
+        _ => bail!("phase {}: the cutover has happened; run `shardgate reshard add` to finish", row.phase.as_str()),
     };
-    if !matches!(row.phase, Phase::Copying | Phase::Paused) {
-        bail!("phase {}: the cutover has happened; run `shardgate reshard add` to finish", row.phase.as_str());
+    let changed = sqlx::query(
+        "UPDATE shardgate_ring SET phase = 'stable', target = NULL, rows_copied = 0, lag_rows = 0, updated_at = now()
+         WHERE id = 1 AND version = $1 AND phase IN ('stable', 'copying', 'paused')",
+    )
+    .bind(row.version)
+    .execute(c.control())
+    .await?;
+    if changed.rows_affected() != 1 {
+        bail!("the control row changed under the rollback; look with `shardgate reshard status`");
     }
-    set_phase(&c, "phase = 'stable', target = NULL, rows_copied = 0, lag_rows = 0", &[]).await?;
     wait_for_workers(&c, row.version, Phase::Stable, Duration::from_secs(10)).await?;
     capture(&c, row.shards as u16, false).await?;
     let new = (target - 1) as u16;

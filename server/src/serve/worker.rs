@@ -70,6 +70,9 @@ pub fn run(cfg: Config, slot: usize, run_dir: Option<PathBuf>, restarts: u64) ->
         }
 
         crate::http::server::run(listener, state.clone(), cancel.clone()).await;
+        // Every request has finished: this worker writes no more, so the resharder need not
+        // wait for it (a worker that dies without this counts as live for a while).
+        crate::reshard::deregister(&state).await;
         drop(hup);
         cancel.cancel();
         if let Some(dir) = &run_dir {

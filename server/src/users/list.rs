@@ -181,7 +181,7 @@ pub async fn list(state: &State, req: Request<Incoming>) -> Result<Resp, ApiErro
             // Between a cutover and its clean-up a moved row is on its old shard too: only
             // the owner's copy counts.
             Ok(mut rows) => {
-                if view.version > 1 {
+                if view.phase == crate::reshard::Phase::Cleaning {
                     rows.retain(|u| view.ring.shard_for_str(&u.id) == shard);
                 }
                 lists.push(rows);

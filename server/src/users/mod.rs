@@ -77,13 +77,18 @@ pub async fn read_user(state: &AppState, id: &UserId, strong: bool) -> Result<Op
     }
     let found = db::run(state, shard, Target::Primary, repo::get(&pools.primary, id.as_str())).await?;
     if found.is_none() {
-        // During a cutover another worker may already route this key to the new shard and
-        // have written it there: look there before answering "not found".
+        // Paused at a cutover, another worker may already route this key to the new shard and
+        // have created it there. Only then (never while copying: the copy may still hold a row
+        // whose delete is not replayed yet) a miss on a moving key waits for this worker's
+        // view to change (a few ms) and reads the owner under the new view.
         let view = state.ring.view();
-        if let Some(next) = view.next.as_ref().filter(|_| view.moves(id.as_str())) {
-            let to = next.shard_for_str(id.as_str());
-            let pool = &state.pools.get(to).primary;
-            return Ok(db::run(state, to, Target::Primary, repo::get(pool, id.as_str())).await?);
+        if view.phase == crate::reshard::Phase::Paused && view.moves(id.as_str()) {
+            let now = state.ring.wait_change(&view).await;
+            let to = now.ring.shard_for_str(id.as_str());
+            if to != shard {
+                let pool = &state.pools.get(to).primary;
+                return Ok(db::run(state, to, Target::Primary, repo::get(pool, id.as_str())).await?);
+            }
         }
     }
     Ok(found)
