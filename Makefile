@@ -312,11 +312,20 @@ chaos-down: ## Stop the chaos suite's own cluster (.cluster-chaos)
 	@CLUSTER_DIR=.cluster-chaos PRIMARY_PORT_BASE=5540 REPLICA_PORT_BASE=5550 POOLER_PORT_BASE=6530 REDIS_PORT=6391 $(CLUSTER) down
 
 ## ---- hostile input ----
+# make fuzz: cargo fuzz (nightly, or stable with RUSTC_BOOTSTRAP=1), then schemathesis against
+# a fresh release server on BENCH_PORT with a sale and a Redis prefix of its own (deleted
+# after); one table at the end, exit 1 if anything was found (scripts/fuzz.sh, docs/HOSTILE_INPUT.md).
 FUZZ_SECONDS ?= 60
-fuzz: ## cargo fuzz of every request parser for FUZZ_SECONDS (60); needs a nightly toolchain (rustup)
-	@rustup run nightly rustc --version >/dev/null 2>&1 || { echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly"; exit 2; }
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	@cd fuzz && $(CARGO) +nightly fuzz run request_input -- -max_total_time=$(FUZZ_SECONDS)
+FUZZ_EXAMPLES ?= 50
+FUZZ_API_SECONDS ?= 300
+FUZZ_OUT := loadtest/results/fuzz-$(shell date +%Y%m%d-%H%M%S)
+fuzz: FUZZ_TAG := fz$(shell date +%s)
+fuzz: BENCH_ENV = SALE_NAME=$(FUZZ_TAG) REDIS_KEY_PREFIX=$(FUZZ_TAG): ACCESS_LOG=false
+fuzz: build venv ## Hostile input: cargo fuzz of every request parser (FUZZ_SECONDS, 60), schemathesis on /openapi.json (FUZZ_EXAMPLES, FUZZ_API_SECONDS); a table
+	@FUZZ_OUT=$(FUZZ_OUT) FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh cargo
+	$(call with_bench_server,FUZZ_OUT=$(FUZZ_OUT) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_API_SECONDS=$(FUZZ_API_SECONDS) VENV=$(VENV) scripts/fuzz.sh api)
+	@-command -v redis-cli >/dev/null && redis-cli --scan --pattern '$(FUZZ_TAG):*' | xargs -r -n 500 redis-cli del >/dev/null 2>&1
+	@FUZZ_OUT=$(FUZZ_OUT) scripts/fuzz.sh table
 
 ## ---- containers (Docker Compose; not runnable on this project's CI machine) ----
 compose-up: ## The same topology in containers: 5 primaries, 5 replicas, 5 PgBouncers, Redis, migrations, the API
