@@ -137,9 +137,9 @@ impl RingControl {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The shard a read of `key` goes to (never waits).
+    /// The shard a read of `key` goes to (never waits; no `Arc` clone).
     pub fn read_shard(&self, key: &str) -> ShardId {
-        self.view().ring.shard_for_str(key)
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).ring.shard_for_str(key)
     }
 
     /// Same as [`RingControl::read_shard`] (call sites that route a read).

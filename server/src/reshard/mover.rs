@@ -629,7 +629,7 @@ pub async fn add(cfg: &crate::config::Config, topo: &Topology) -> anyhow::Result
         }
     }
     println!("  clean-up: {removed} moved rows removed from their old shards");
-    let report = placement(&c, &mv.new).await?;
+    let report = placement(&c, &mv.new, c.topo.len() as u16).await?;
     print_placement(&report);
     if report.iter().any(|r| r.misplaced > 0) {
         bail!("placement check failed after the clean-up");
@@ -656,10 +656,12 @@ pub struct Placement {
     pub misplaced: u64,
 }
 
-async fn placement(c: &Cluster, ring: &Ring) -> anyhow::Result<Vec<Placement>> {
+/// Placement on shards `0..shards` (every shard of the topology, or only the old ones while a
+/// move's copies sit on the new shard).
+async fn placement(c: &Cluster, ring: &Ring, shards: u16) -> anyhow::Result<Vec<Placement>> {
     let mut out = Vec::new();
     let mut seen: HashMap<(&str, String), u16> = HashMap::new();
-    for s in 0..c.topo.len() as u16 {
+    for s in 0..shards {
         for t in TABLES {
             let mut p = Placement { shard: s, table: t.name, rows: 0, misplaced: 0 };
             let mut after = String::new();
@@ -728,13 +730,12 @@ pub async fn verify(topo: &Topology) -> anyhow::Result<()> {
             bad.len()
         );
         // The new shard holds copies only: check placement against the current ring, skipping it.
-        let report = placement(&c, &mv.old).await?;
-        let on_old: Vec<Placement> = report.into_iter().filter(|p| p.shard < row.shards as u16).collect();
+        let on_old = placement(&c, &mv.old, row.shards as u16).await?;
         print_placement(&on_old);
         failed |= on_old.iter().any(|p| p.misplaced > 0);
     } else {
         let ring = Ring::new(row.shards as usize, topo.vnodes);
-        let report = placement(&c, &ring).await?;
+        let report = placement(&c, &ring, c.topo.len() as u16).await?;
         print_placement(&report);
         failed |= report.iter().any(|p| p.misplaced > 0);
         if row.phase == Phase::Cleaning {
