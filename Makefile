@@ -31,7 +31,7 @@ endef
 .PHONY: check-compose compose-up compose-down compose-ps compose-logs venv venv-bench help up down down-clean ps status stats logs logs-all shards db-shell \
         migrate-make migrate-up migrate-down migrate-latest migrate-status \
         test test-coverage lint fmt build dev serve restart rebuild health \
-        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz chaos chaos-down reshard-add reshard-verify reshard-status reshard-rollback
+        bench bench-compare bench-10k bench-cache bench-sale bench-presence bench-ring reload fuzz chaos chaos-down reshard-add reshard-verify reshard-status reshard-rollback bench-ab
 
 help: ## List every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -287,6 +287,14 @@ bench-presence: build ## Presence: heartbeats and status batches vs /health, 10,
 
 bench-cache: build ## Cache hits vs /health at 128 connections (one run), and the missing-id flood's database cost
 	$(call with_bench_server,loadtest/bench-cache.sh)
+
+AB_OLD ?= HEAD~1
+bench-ab: build ## A/B in one run: revision AB_OLD (default HEAD~1) vs the working tree, creates and strong reads, ratio B/A
+	@rm -rf .tools/ab-src && git worktree prune && git worktree add -f --detach .tools/ab-src $(AB_OLD) >/dev/null
+	@cd .tools/ab-src && CARGO_TARGET_DIR=$(CURDIR)/.tools/ab-target $(CARGO) build -q --release -p shardgate
+	@git worktree remove --force .tools/ab-src
+	@$(CLUSTER) up >/dev/null
+	OLD_BIN=.tools/ab-target/release/shardgate NEW_BIN=$(BIN_RELEASE) loadtest/ab.sh
 
 ## ---- resharding (docs/SHARDING_GUIDE.md) ----
 reshard-add: ## Add the topology's new last shard while serving: copy, change capture, cutover, clean-up (resumable)
