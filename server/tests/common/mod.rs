@@ -75,41 +75,81 @@ impl TestApp {
 
     /// Starts `shardgate serve` with extra environment (e.g. topology overrides) and
     /// waits until it answers `/health`.
+    ///
+    /// The port comes from [`free_port`], which another test can be handed too before either
+    /// binds. SO_REUSEPORT would then let the second server share the first one's port, and
+    /// its `/health` would be answered by the other test's server. So "started" means: this
+    /// child holds the port's lock file (it writes its pid there) and `/health` answers; a
+    /// child that exits (refused by the lock) is retried on another port.
     pub async fn start_with(workers: usize, env: &[(&str, String)]) -> TestApp {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--workers", &workers.to_string()])
-            .current_dir(repo_root())
-            .env("SHARDGATE_TOPOLOGY", repo_root().join("config/topology.toml"))
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
-            .env("ACCESS_LOG", "false")
-            .env("DB_PRIMARY_POOL_SIZE", "4")
-            .env("DB_REPLICA_POOL_SIZE", "4")
-            .stdin(Stdio::null());
-        if std::env::var("TEST_LOG").is_err() {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
+            cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--workers", &workers.to_string()])
+                .current_dir(repo_root())
+                .env("SHARDGATE_TOPOLOGY", repo_root().join("config/topology.toml"))
+                .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+                .env("ACCESS_LOG", "false")
+                .env("DB_PRIMARY_POOL_SIZE", "4")
+                .env("DB_REPLICA_POOL_SIZE", "4")
+                .stdin(Stdio::null());
+            if std::env::var("TEST_LOG").is_err() {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn shardgate");
+            let pid = child.id().to_string();
+            let mut app = TestApp {
+                port,
+                base: format!("http://127.0.0.1:{port}"),
+                child: Some(child),
+                client: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+            };
+            let lock = std::env::temp_dir().join(format!("shardgate-{port}.lock"));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if app.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                    break; // refused (the port's lock is another server's): try another port
+                }
+                let ours = std::fs::read_to_string(&lock).is_ok_and(|p| p.trim() == pid);
+                if ours {
+                    if let Ok(r) = app.client.get(app.url("/health")).send().await {
+                        if r.status().is_success() {
+                            app.wait_for_every_worker(workers).await;
+                            return app;
+                        }
+                    }
+                }
+                assert!(Instant::now() < deadline, "shardgate did not start on port {port}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            app.child = None; // exited already
         }
-        for (k, v) in env {
-            cmd.env(k, v);
+        panic!("shardgate did not start: five ports were taken by other servers");
+    }
+
+    /// Waits (at most 5 s) until `workers` different worker processes have answered: the
+    /// first `/health` comes from whichever worker listens first, and a test that spreads
+    /// connections over the workers must not start while one is still starting. The worker is
+    /// the pid (hex) that begins each `x-request-id`; every probe is a new connection.
+    async fn wait_for_every_worker(&self, workers: usize) {
+        if workers < 2 {
+            return;
         }
-        let child = cmd.spawn().expect("spawn shardgate");
-        let app = TestApp {
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = app.client.get(app.url("/health")).send().await {
-                if r.status().is_success() {
-                    break;
+        let fresh =
+            reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        while seen.len() < workers && Instant::now() < until {
+            if let Ok(r) = fresh.get(self.url("/health")).send().await {
+                if let Some(id) = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+                    seen.insert(id.split('-').next().unwrap_or("").to_string());
                 }
             }
-            assert!(Instant::now() < deadline, "shardgate did not start on port {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        app
     }
 
     pub fn url(&self, path: &str) -> String {
