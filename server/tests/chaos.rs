@@ -36,26 +36,24 @@ const POOLER_BASE: u16 = 6530;
 const REDIS_PORT: u16 = 6391;
 const SHARDS: u16 = 5;
 
+const CLUSTER: load::OwnCluster = load::OwnCluster {
+    dir: ".cluster-chaos",
+    primary_base: PRIMARY_BASE,
+    replica_base: REPLICA_BASE,
+    pooler_base: POOLER_BASE,
+    redis_port: Some(REDIS_PORT),
+};
+
 fn primary_ports() -> Vec<u16> {
-    (0..SHARDS).map(|i| PRIMARY_BASE + i).collect()
+    CLUSTER.primary_ports(SHARDS)
 }
 
 fn cluster_dir() -> std::path::PathBuf {
-    repo_root().join(".cluster-chaos")
+    CLUSTER.dir()
 }
 
 fn cluster(cmd: &str) {
-    let out = Command::new(repo_root().join("scripts/cluster.sh"))
-        .arg(cmd)
-        .env("CLUSTER_DIR", cluster_dir())
-        .env("PRIMARY_PORT_BASE", PRIMARY_BASE.to_string())
-        .env("REPLICA_PORT_BASE", REPLICA_BASE.to_string())
-        .env("POOLER_PORT_BASE", POOLER_BASE.to_string())
-        .env("REDIS_PORT", REDIS_PORT.to_string())
-        .env("SHARDS", SHARDS.to_string())
-        .output()
-        .expect("run scripts/cluster.sh");
-    assert!(out.status.success(), "cluster.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    CLUSTER.run(cmd, SHARDS);
 }
 
 fn server_env(tag: &str) -> Vec<(&'static str, String)> {

@@ -25,21 +25,20 @@ const REPLICA_BASE: u16 = 5570;
 const POOLER_BASE: u16 = 6560;
 const SEEDED: usize = 6000;
 
+const CLUSTER: load::OwnCluster = load::OwnCluster {
+    dir: ".cluster-reshard",
+    primary_base: PRIMARY_BASE,
+    replica_base: REPLICA_BASE,
+    pooler_base: POOLER_BASE,
+    redis_port: None, // the shared Redis, with a key prefix of its own
+};
+
 fn cluster_dir() -> PathBuf {
-    repo_root().join(".cluster-reshard")
+    CLUSTER.dir()
 }
 
 fn cluster(cmd: &str, shards: u16) {
-    let out = Command::new(repo_root().join("scripts/cluster.sh"))
-        .arg(cmd)
-        .env("CLUSTER_DIR", cluster_dir())
-        .env("PRIMARY_PORT_BASE", PRIMARY_BASE.to_string())
-        .env("REPLICA_PORT_BASE", REPLICA_BASE.to_string())
-        .env("POOLER_PORT_BASE", POOLER_BASE.to_string())
-        .env("SHARDS", shards.to_string())
-        .output()
-        .expect("run scripts/cluster.sh");
-    assert!(out.status.success(), "cluster.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    CLUSTER.run(cmd, shards);
 }
 
 struct StopCluster;
@@ -90,7 +89,7 @@ fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 }
 
 fn ports(shards: u16) -> Vec<u16> {
-    (0..shards).map(|i| PRIMARY_BASE + i).collect()
+    CLUSTER.primary_ports(shards)
 }
 
 fn pct(sorted: &[Duration], p: usize) -> f64 {

@@ -170,6 +170,35 @@ async fn page(pool: &PgPool, t: Table, after: &str) -> anyhow::Result<Vec<(Strin
     .await?)
 }
 
+/// Walks the keys of one table on one shard in pk order, [`BATCH`] at a time.
+struct Pager {
+    t: Table,
+    after: String,
+    done: bool,
+}
+
+impl Pager {
+    fn new(t: Table) -> Pager {
+        Pager { t, after: String::new(), done: false }
+    }
+
+    /// The next batch of (pk, route), or `None` after the last.
+    async fn next(&mut self, pool: &PgPool) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let keys = page(pool, self.t, &self.after).await?;
+        self.done = (keys.len() as i64) < BATCH;
+        match keys.last() {
+            Some(last) => {
+                self.after = last.0.clone();
+                Ok(Some(keys))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 /// Compares `pks` of `t` on `src` and `dst` (md5 of the whole row); returns those that differ.
 async fn diff(src: &PgPool, dst: &PgPool, t: Table, pks: &[String]) -> anyhow::Result<Vec<String>> {
     let sql =
@@ -203,11 +232,8 @@ impl Move {
         let t0 = Instant::now();
         for s in 0..self.old.shard_count() as u16 {
             for t in TABLES {
-                let mut after = String::new();
-                loop {
-                    let keys = page(c.pool(s), t, &after).await?;
-                    let Some(last) = keys.last() else { break };
-                    after = last.0.clone();
+                let mut pages = Pager::new(t);
+                while let Some(keys) = pages.next(c.pool(s)).await? {
                     let pks: Vec<String> = keys.iter().filter(|(_, r)| self.moves(r)).map(|(p, _)| p.clone()).collect();
                     let (up, _) = replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &pks).await?;
                     self.copied += up as i64;
@@ -215,9 +241,6 @@ impl Move {
                         self.moved_users.extend(pks);
                     }
                     progress(c, self.copied, 0).await;
-                    if (keys.len() as i64) < BATCH {
-                        break;
-                    }
                 }
             }
             println!("  copied from shard-{s}: {} rows so far ({:.1} s)", self.copied, t0.elapsed().as_secs_f64());
@@ -294,11 +317,8 @@ impl Move {
     async fn sweep_orphans(&self, c: &Cluster) -> anyhow::Result<u64> {
         let mut removed = 0;
         for t in TABLES {
-            let mut after = String::new();
-            loop {
-                let keys = page(c.pool(self.target), t, &after).await?;
-                let Some(last) = keys.last() else { break };
-                after = last.0.clone();
+            let mut pages = Pager::new(t);
+            while let Some(keys) = pages.next(c.pool(self.target)).await? {
                 let mut by_old: HashMap<u16, Vec<String>> = HashMap::new();
                 for (pk, route) in &keys {
                     by_old.entry(self.old.shard_for_str(route).get()).or_default().push(pk.clone());
@@ -317,9 +337,6 @@ impl Move {
                     let gone: Vec<String> = pks.into_iter().filter(|k| !on_src.contains(k)).collect();
                     removed += replay(c.pool(s), c.pool(self.target), t, &self.cols[t.name], &gone).await?.1;
                 }
-                if (keys.len() as i64) < BATCH {
-                    break;
-                }
             }
         }
         Ok(removed)
@@ -330,19 +347,13 @@ impl Move {
         let (mut checked, mut bad) = (0u64, Vec::new());
         for s in 0..self.old.shard_count() as u16 {
             for t in TABLES {
-                let mut after = String::new();
-                loop {
-                    let keys = page(c.pool(s), t, &after).await?;
-                    let Some(last) = keys.last() else { break };
-                    after = last.0.clone();
+                let mut pages = Pager::new(t);
+                while let Some(keys) = pages.next(c.pool(s)).await? {
                     let pks: Vec<String> = keys.iter().filter(|(_, r)| self.moves(r)).map(|(p, _)| p.clone()).collect();
                     checked += pks.len() as u64;
                     bad.extend(
                         diff(c.pool(s), c.pool(self.target), t, &pks).await?.into_iter().map(|k| (s, t.name, k)),
                     );
-                    if (keys.len() as i64) < BATCH {
-                        break;
-                    }
                 }
             }
         }
@@ -609,11 +620,8 @@ pub async fn add(cfg: &crate::config::Config, topo: &Topology) -> anyhow::Result
     let mut removed = 0u64;
     for s in 0..old_n {
         for t in TABLES {
-            let mut after = String::new();
-            loop {
-                let keys = page(c.pool(s), t, &after).await?;
-                let Some(last) = keys.last() else { break };
-                after = last.0.clone();
+            let mut pages = Pager::new(t);
+            while let Some(keys) = pages.next(c.pool(s)).await? {
                 let pks: Vec<&str> = keys.iter().filter(|(_, r)| mv.moves(r)).map(|(p, _)| p.as_str()).collect();
                 if !pks.is_empty() {
                     removed += sqlx::query(&format!("DELETE FROM {} WHERE {} = ANY($1)", t.name, t.pk))
@@ -621,9 +629,6 @@ pub async fn add(cfg: &crate::config::Config, topo: &Topology) -> anyhow::Result
                         .execute(c.pool(s))
                         .await?
                         .rows_affected();
-                }
-                if (keys.len() as i64) < BATCH {
-                    break;
                 }
             }
         }
@@ -664,11 +669,8 @@ async fn placement(c: &Cluster, ring: &Ring, shards: u16) -> anyhow::Result<Vec<
     for s in 0..shards {
         for t in TABLES {
             let mut p = Placement { shard: s, table: t.name, rows: 0, misplaced: 0 };
-            let mut after = String::new();
-            loop {
-                let keys = page(c.pool(s), t, &after).await?;
-                let Some(last) = keys.last() else { break };
-                after = last.0.clone();
+            let mut pages = Pager::new(t);
+            while let Some(keys) = pages.next(c.pool(s)).await? {
                 for (pk, route) in &keys {
                     p.rows += 1;
                     let on_ring = (s as usize) < ring.shard_count();
@@ -679,9 +681,6 @@ async fn placement(c: &Cluster, ring: &Ring, shards: u16) -> anyhow::Result<Vec<
                         println!("  {} {pk} is on shard-{other} and shard-{s}", t.name);
                         p.misplaced += 1;
                     }
-                }
-                if (keys.len() as i64) < BATCH {
-                    break;
                 }
             }
             out.push(p);

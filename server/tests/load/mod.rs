@@ -14,6 +14,47 @@ use std::time::{Duration, Instant};
 use sharding::Ring;
 use sonic_rs::JsonValueTrait;
 
+/// A cluster of a test's own, run by the same `scripts/cluster.sh` as the shared one, on other
+/// ports and in another data folder under the repository.
+pub struct OwnCluster {
+    pub dir: &'static str,
+    pub primary_base: u16,
+    pub replica_base: u16,
+    pub pooler_base: u16,
+    /// A Redis of its own (stopped with the cluster), or the shared one on 6379.
+    pub redis_port: Option<u16>,
+}
+
+impl OwnCluster {
+    pub fn dir(&self) -> std::path::PathBuf {
+        repo_root().join(self.dir)
+    }
+
+    /// `cluster.sh <cmd>` with `shards` shards; panics with its stderr when it fails.
+    pub fn run(&self, cmd: &str, shards: u16) {
+        let mut c = std::process::Command::new(repo_root().join("scripts/cluster.sh"));
+        c.arg(cmd)
+            .env("CLUSTER_DIR", self.dir())
+            .env("PRIMARY_PORT_BASE", self.primary_base.to_string())
+            .env("REPLICA_PORT_BASE", self.replica_base.to_string())
+            .env("POOLER_PORT_BASE", self.pooler_base.to_string())
+            .env("SHARDS", shards.to_string());
+        if let Some(p) = self.redis_port {
+            c.env("REDIS_PORT", p.to_string());
+        }
+        let out = c.output().expect("run scripts/cluster.sh");
+        assert!(out.status.success(), "cluster.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn primary_ports(&self, shards: u16) -> Vec<u16> {
+        (0..shards).map(|i| self.primary_base + i).collect()
+    }
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 pub fn clients() -> usize {
     std::env::var("CHAOS_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
 }
