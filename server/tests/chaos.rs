@@ -420,6 +420,7 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
         let load = Load::start(&app.base, &format!("{tag}wk"), &ring, clients());
         tokio::time::sleep(settle).await;
         let killed = app.worker_pids()[0];
+        let kill_at = load.t0.elapsed();
         Command::new("kill").args(["-KILL", &killed.to_string()]).status().unwrap();
         let replaced = wait_until("the killed worker's replacement", Duration::from_secs(10), || {
             let now = app.worker_pids();
@@ -433,7 +434,20 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
         let status_failures = ledger.recs.iter().filter(|r| matches!(r.failure, Some(Failure::Status(..)))).count();
         let transport: usize = failed.values().sum::<usize>() - status_failures;
         assert_eq!(status_failures, 0, "no request got an error status: {failed:?}");
-        assert!(transport <= clients(), "only requests on the killed worker may fail: {failed:?}");
+        // What the kill may cost: requests in flight on that worker, and connections the
+        // kernel had queued on its socket (in the few ms before the dying process's socket
+        // closed, a client can be queued there twice). So: transport failures only, all
+        // around the kill, a handful per client at most.
+        let late: Vec<&Rec> = ledger
+            .recs
+            .iter()
+            .filter(|r| {
+                r.failure.is_some()
+                    && (r.at + Duration::from_secs(2) < kill_at || r.at > kill_at + Duration::from_secs(1))
+            })
+            .collect();
+        assert!(late.is_empty(), "failures away from the kill: {:?}", &late[..late.len().min(5)]);
+        assert!(transport <= 3 * clients(), "only requests on the killed worker may fail: {failed:?}");
         let c = check(&mut ledger, &ring, &app.base, &tag, &primary_ports()).await;
         assert_none_lost(&c);
         reports.push(Report {
@@ -444,7 +458,7 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
             failed,
             check: c,
             notes: vec![format!(
-                "replaced in {:.2} s; {transport} requests in flight on the killed worker lost their answer",
+                "replaced in {:.2} s; {transport} requests in flight or queued on the killed worker lost their answer",
                 replaced.as_secs_f64()
             )],
         });

@@ -224,6 +224,25 @@ struct Move {
 }
 
 impl Move {
+    /// A move from a ring of `old_n` shards to one of `target` (the new shard is `target - 1`).
+    async fn new(c: &Cluster, topo: &Topology, old_n: u16, target: i32) -> anyhow::Result<Move> {
+        let mut cols = HashMap::new();
+        for t in TABLES {
+            cols.insert(t.name, columns(c.control(), t.name).await?);
+        }
+        Ok(Move {
+            old: Ring::new(old_n as usize, topo.vnodes),
+            new: Ring::new(target as usize, topo.vnodes),
+            target: (target - 1) as u16,
+            cols,
+            copied: 0,
+            replayed: 0,
+            dirty: BTreeMap::new(),
+            track_dirty: false,
+            moved_users: HashSet::new(),
+        })
+    }
+
     fn moves(&self, route: &str) -> bool {
         self.new.shard_for_str(route).get() == self.target
     }
@@ -468,22 +487,8 @@ pub async fn add(cfg: &crate::config::Config, topo: &Topology) -> anyhow::Result
     if target as usize > topo.len() {
         bail!("the move targets {target} shards but the topology has {}", topo.len());
     }
-    let mut cols = HashMap::new();
-    for t in TABLES {
-        cols.insert(t.name, columns(c.control(), t.name).await?);
-    }
     let old_n = if row.phase == Phase::Cleaning { row.shards - 1 } else { row.shards } as u16;
-    let mut mv = Move {
-        old: Ring::new(old_n as usize, topo.vnodes),
-        new: Ring::new(target as usize, topo.vnodes),
-        target: (target - 1) as u16,
-        cols,
-        copied: 0,
-        replayed: 0,
-        dirty: BTreeMap::new(),
-        track_dirty: false,
-        moved_users: HashSet::new(),
-    };
+    let mut mv = Move::new(&c, topo, old_n, target).await?;
     println!(
         "reshard: ring version {} with {} shards -> {} shards (new shard-{}); phase {}",
         row.version,
@@ -708,21 +713,7 @@ pub async fn verify(topo: &Topology) -> anyhow::Result<()> {
     println!("ring version {} with {} shards, phase {}", row.version, row.shards, row.phase.as_str());
     let mut failed = false;
     if let (Phase::Copying | Phase::Paused, Some(target)) = (row.phase, row.target) {
-        let mut cols = HashMap::new();
-        for t in TABLES {
-            cols.insert(t.name, columns(c.control(), t.name).await?);
-        }
-        let mv = Move {
-            old: Ring::new(row.shards as usize, topo.vnodes),
-            new: Ring::new(target as usize, topo.vnodes),
-            target: (target - 1) as u16,
-            cols,
-            copied: 0,
-            replayed: 0,
-            dirty: BTreeMap::new(),
-            track_dirty: false,
-            moved_users: HashSet::new(),
-        };
+        let mv = Move::new(&c, topo, row.shards as u16, target).await?;
         let (checked, bad) = mv.verify_all(&c).await?;
         println!(
             "moving rows compared with their copy: {checked}, differ: {} (changes not yet replayed count here)",
