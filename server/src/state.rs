@@ -90,7 +90,7 @@ impl AppState {
         let health = HealthMonitor::start(&topo, &pool_cfg, cancel.clone()).await;
         let redis = RedisHandle::start(&cfg.redis_url, pool_cfg.health_interval, cancel.clone()).await?;
         let presence = crate::presence::Presence::start(&cfg, redis.clone(), cancel.clone())?;
-        let sale_limits = crate::sale::limit::SaleLimits::start(&cfg, cancel.clone());
+        let sale_limits = crate::sale::limit::SaleLimits::start(&cfg, cancel);
         let grpc = crate::presence::grpc::GrpcRouter::new(presence.clone())?;
         let state = Arc::new(AppState {
             ring,
@@ -108,7 +108,7 @@ impl AppState {
             cfg,
             draining: AtomicBool::new(false),
         });
-        tokio::spawn(crate::reshard::watch(state.clone(), Duration::from_millis(RING_POLL_MS), cancel));
+        tokio::spawn(crate::reshard::watch(state.clone(), Duration::from_millis(RING_POLL_MS)));
         Ok(state)
     }
 }

@@ -537,17 +537,6 @@ async fn start_logged(workers: usize, env: &[(&str, String)], log: &Path) -> Tes
     app
 }
 
-fn mint(secret: &str, user: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
-        .args(["token", "--user", user, "--ttl", "60"])
-        .env("PRESENCE_AUTH_SECRET", secret)
-        .current_dir(common::repo_root())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_print_bearer_tokens_or_secrets() {
     let p = unique("ht");
@@ -555,7 +544,7 @@ async fn logs_never_print_bearer_tokens_or_secrets() {
     let wrong = format!("wrong-{}", unique("tok"));
     let secret = format!("presence-{}", unique("secret"));
     let (alice, bob) = (unique("alice"), unique("bob"));
-    let (ta, tb) = (mint(&secret, &alice), mint(&secret, &bob));
+    let (ta, tb) = (common::mint_token(&secret, &alice), common::mint_token(&secret, &bob));
     let log = std::env::temp_dir().join(format!("{p}.log"));
     let mut app = start_logged(
         2,

@@ -374,16 +374,7 @@ async fn auth_on_requires_the_users_own_token() {
     let secret = "test-secret-for-presence";
     let app = TestApp::start_with(1, &env(&p, &[("PRESENCE_AUTH_SECRET", secret)])).await;
     let (alice, bob) = (unique("alice"), unique("bob"));
-    let mint = |user: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-            .args(["token", "--user", user, "--ttl", "60"])
-            .env("PRESENCE_AUTH_SECRET", secret)
-            .current_dir(common::repo_root())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let mint = |user: &str| common::mint_token(secret, user);
     let (ta, tb) = (mint(&alice), mint(&bob));
     let body = format!(r#"{{"userId":"{alice}"}}"#);
     let (st, v) = post(&app, "/heartbeat", &body, None).await;

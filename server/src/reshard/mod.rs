@@ -65,6 +65,11 @@ impl RingView {
                 == row.target.filter(|_| self.next.is_some()).map(|t| t as usize)
     }
 
+    /// The shards of the current ring (what a fan-out reads; a shard being added is not one).
+    pub fn shards(&self) -> impl Iterator<Item = ShardId> + Clone {
+        (0..self.ring.shard_count() as u16).map(ShardId::new)
+    }
+
     /// True when `key` lives on another shard under the next ring.
     pub fn moves(&self, key: &str) -> bool {
         self.next.as_ref().is_some_and(|n| n.shard_for_str(key) != self.ring.shard_for_str(key))
@@ -140,23 +145,6 @@ impl RingControl {
     /// The shard a read of `key` goes to (never waits; no `Arc` clone).
     pub fn read_shard(&self, key: &str) -> ShardId {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).ring.shard_for_str(key)
-    }
-
-    /// Same as [`RingControl::read_shard`] (call sites that route a read).
-    pub fn shard_for_str(&self, key: &str) -> ShardId {
-        self.read_shard(key)
-    }
-
-    /// The shards a fan-out (list, rebuild) reads: the current ring's.
-    pub fn ring_shards(&self) -> Vec<ShardId> {
-        let v = self.view();
-        (0..v.ring.shard_count() as u16).map(ShardId::new).collect()
-    }
-
-    /// The current owner of `key` (for filtering rows a fan-out found on another shard
-    /// between a cutover and the clean-up).
-    pub fn owner(&self, key: &str) -> ShardId {
-        self.read_shard(key)
     }
 
     fn fenced(&self) -> bool {
@@ -275,7 +263,7 @@ impl RingControl {
 /// each change. Polls every `interval` while the ring is stable and every 20 ms during a move.
 /// It does not stop at the start of a drain: a draining worker may still have writes in
 /// flight, and the resharder must keep seeing it (the worker deregisters after its drain).
-pub async fn watch(state: crate::state::State, interval: Duration, _cancel: tokio_util::sync::CancellationToken) {
+pub async fn watch(state: crate::state::State, interval: Duration) {
     let ctl = &state.ring;
     let worker = control::worker_name();
     let pool = &state.pools.get(ShardId::new(0)).primary;

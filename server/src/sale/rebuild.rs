@@ -65,7 +65,7 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
     // The shards of the current ring; between a cutover and its clean-up a moved row is on
     // its old shard too, and only the owner's copy counts.
     let view = state.ring.view();
-    let shards = (0..view.ring.shard_count() as u16).map(sharding::ShardId::new);
+    let shards = view.shards();
     let view = &view;
     let per_shard = futures_util::future::join_all(shards.map(|shard| async move {
         let pool = &state.pools.get(shard).primary;

@@ -169,7 +169,7 @@ pub async fn list(state: &State, req: Request<Incoming>) -> Result<Resp, ApiErro
     let per_shard = limit + offset;
     // The shards of the current ring (a shard being added is not listed until its cutover).
     let view = state.ring.view();
-    let shards = (0..view.ring.shard_count() as u16).map(sharding::ShardId::new);
+    let shards = view.shards();
     let results = futures_util::future::join_all(
         shards.clone().map(|shard| shard_page(state, shard, q.cursor.as_ref(), per_shard)),
     )

@@ -31,7 +31,7 @@ use model::{CreateBody, NewUser, PatchBody, User, UserId, UserPatch};
 pub use list::list;
 
 fn shard_of(state: &AppState, id: &UserId) -> ShardId {
-    state.ring.shard_for_str(id.as_str())
+    state.ring.read_shard(id.as_str())
 }
 
 fn user_not_found(id: &UserId) -> ApiError {

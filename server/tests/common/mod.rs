@@ -299,3 +299,15 @@ impl Proxy {
         self.latency_ms.store(ms, Ordering::SeqCst);
     }
 }
+
+/// A presence bearer token for `user`, minted by `shardgate token` with `secret`.
+pub fn mint_token(secret: &str, user: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["token", "--user", user, "--ttl", "60"])
+        .env("PRESENCE_AUTH_SECRET", secret)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
