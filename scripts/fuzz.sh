@@ -72,6 +72,10 @@ cargo_fuzz() {
   fig CF_CORPUS "${corpus:-?}"
   fig CF_CRASHES "$crashes"
   fig CF_STATUS "$( ((rc == 0)) && echo ok || echo "exit $rc")"
+  # The target prints a line each time the deepest JSON body it has fed at least doubles.
+  local deepest
+  deepest=$(grep -oE 'deepest JSON body so far: [0-9]+' "$OUT/cargo-fuzz.log" | grep -oE '[0-9]+$' | sort -n | tail -1 || true)
+  fig CF_DEPTH "${deepest:-0}"
   ((rc == 0 || crashes > 0)) || say "cargo fuzz run failed without a crash: $OUT/cargo-fuzz.log"
 }
 
@@ -130,7 +134,8 @@ table() {
     echo "| part | inputs run / cases | crashes | 5xx | schema mismatches | errors | seconds | what |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
     echo "| cargo fuzz \`request_input\` | ${CF_RUNS:--} | ${CF_CRASHES:--} | - | - | $cf_err | ${CF_SECONDS:--} |" \
-      "every request parser; ${CF_MODE:-not run}; coverage ${CF_COV:--}, corpus ${CF_CORPUS:--} |"
+      "every request parser; ${CF_MODE:-not run}; coverage ${CF_COV:--}, corpus ${CF_CORPUS:--};" \
+      "deepest JSON body ${CF_DEPTH:--} levels |"
     echo "| schemathesis \`/openapi.json\` | ${ST_CASES:--} | - | ${ST_5XX:--} | ${ST_MISMATCHES:--} | $st_err |" \
       "${ST_SECONDS:--} | ${ST_OPERATIONS:--} operations, every phase; seed ${ST_SEED:--} |"
     if [[ "${ST_KINDS:--}" != - ]]; then

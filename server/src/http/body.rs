@@ -104,17 +104,29 @@ async fn drain(body: &mut Incoming) {
 ///
 /// # Errors
 /// 400 `INVALID_JSON` for a syntax error or invalid UTF-8, 400 `INVALID_BODY` for wrong
-/// types, missing or unknown fields; plus [`read_body`]'s errors.
+/// types, missing or unknown fields, 400 `JSON_TOO_DEEP` for nesting past
+/// [`MAX_DEPTH`](super::json_depth::MAX_DEPTH); plus [`read_body`]'s errors.
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limits: Limits) -> Result<T, ApiError> {
     let body = read_body(req, limits).await?;
     parse_json(&body)
 }
 
+/// Refuses nesting deeper than [`MAX_DEPTH`](super::json_depth::MAX_DEPTH) before the
+/// parser sees the body: the parser recurses per level, and a deep enough body would
+/// overflow the worker's stack.
+///
 /// # Errors
-/// As [`read_json`].
+/// As [`read_json`], and 400 `JSON_TOO_DEEP` for nesting past the limit.
 pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("EMPTY_BODY", "request body is empty; expected a JSON object"));
+    }
+    if super::json_depth::too_deep(body, super::json_depth::MAX_DEPTH).is_some() {
+        metrics::counter!("http_json_too_deep_total").increment(1);
+        return Err(ApiError::bad_request(
+            "JSON_TOO_DEEP",
+            format!("JSON nested deeper than {} levels", super::json_depth::MAX_DEPTH),
+        ));
     }
     sonic_rs::from_slice(body).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() { "INVALID_JSON" } else { "INVALID_BODY" };

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod error;
+pub mod json_depth;
 pub mod response;
 pub mod router;
 pub mod server;

@@ -1,11 +1,14 @@
 //! Hostile input (issue 9): slow bodies are cut off, HTTP/2 rapid reset ends only the
 //! offending connection, SQL and Redis metacharacters are stored verbatim or refused with a
 //! stable code (never interpreted), error bodies leak nothing internal, and logs never print
-//! a bearer token. Each test starts its own server, with its own ids and Redis prefix.
+//! a bearer token, and no body, message or token nested however deep crashes a worker
+//! (`deep.rs`). Each test starts its own server, with its own ids and Redis prefix.
 //! Multi-threaded runtimes where an HTTP/2 client is involved: it must still answer the
 //! server's GOAWAY ping while `TestApp`'s drop blocks a thread.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod deep;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
