@@ -272,3 +272,85 @@ async fn openapi_and_an_offline_swagger_ui_are_served() {
     let r = r.get(app.url("/swagger")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (301, "/swagger/"));
 }
+
+/// Runs one statement on a Postgres server (the replica's own port, as superuser).
+fn psql(addr: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([&format!("postgres://postgres@{addr}/shardgate"), "-tAc", sql])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Resumes the replica's replay when the test ends, passed or failed.
+struct ReplayPaused(String);
+
+impl ReplayPaused {
+    fn start(addr: &str) -> ReplayPaused {
+        psql(addr, "select pg_wal_replay_pause()");
+        ReplayPaused(addr.to_string())
+    }
+}
+
+impl Drop for ReplayPaused {
+    fn drop(&mut self) {
+        psql(&self.0, "select pg_wal_replay_resume()");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_a_write_never_joins_a_lookup_that_started_before_it() {
+    // A lookup started before the PATCH reads a replica that has stopped replaying (so it
+    // returns the old row) and takes 400 ms (a proxy in front of it). The writer's own GET
+    // arrives while that lookup is in flight: it must not be handed the old row.
+    let topo = common::topology();
+    let shard = 3;
+    let replica = Proxy::start(topo.shards[shard].replica.to_string()).await;
+    let app = TestApp::start_with(
+        1,
+        &[
+            ("SHARDGATE_SHARD_3_REPLICA", replica.addr()),
+            ("CACHE_RECENT_WRITE_MS", "1500".into()),
+            ("REQUEST_TIMEOUT_MS", "5000".into()),
+            ("HEALTH_TIMEOUT_MS", "5000".into()),
+        ],
+    )
+    .await;
+    let id = loop {
+        let id = short_id("rw");
+        if topo.ring().shard_for_str(&id).get() == shard as u16 {
+            break id;
+        }
+    };
+    create(&app, &id, "myapp://before").await;
+    let replica_addr = topo.shards[shard].replica.to_string();
+    let until = Instant::now() + Duration::from_secs(10);
+    while psql(&replica_addr, &format!("select count(*) from users where id = '{id}'")) != "1" {
+        assert!(Instant::now() < until, "the replica never had the new user");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The create's write marker is no longer recent: a miss now reads the replica.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let paused = ReplayPaused::start(&replica_addr);
+    replica.set_latency(400);
+
+    let url = app.url(&format!("/v1/users?user_id={id}"));
+    let early = tokio::spawn({
+        let url = url.clone();
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, _) =
+        app.send_json(reqwest::Method::PATCH, &format!("/api/v1/users/{id}"), r#"{"deeplink":"myapp://after"}"#).await;
+    assert_eq!(st, 200);
+    let (st, v) = lookup(&app, &id).await;
+    let early = early.await.unwrap();
+    replica.set_latency(0);
+    drop(paused);
+    assert_eq!(st, 200);
+    assert_eq!(
+        v.get("deeplink").and_then(|d| d.as_str()),
+        Some("myapp://after"),
+        "the writer reads its acknowledged PATCH: {v:?} (the lookup in flight before it answered {early})"
+    );
+}

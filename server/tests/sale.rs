@@ -198,6 +198,17 @@ async fn race(app: &TestApp, t: &str, tasks: usize, users: usize, items: usize) 
     acked
 }
 
+/// Deletes every Redis key of the test's sale, as a restart without persistence would.
+fn lose_sale_keys(t: &str) {
+    let keys =
+        std::process::Command::new("redis-cli").args(["--scan", "--pattern", &format!("t{t}:*")]).output().unwrap();
+    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout).lines().map(String::from).collect();
+    assert!(!keys.is_empty());
+    for chunk in keys.chunks(200) {
+        std::process::Command::new("redis-cli").arg("del").args(chunk).output().unwrap();
+    }
+}
+
 fn check_invariants(t: &str, acked: &HashMap<String, (String, String)>, user_limit: usize, sale_items: usize) {
     let rows = sales_in_postgres(&format!("s{t}"));
     let items: HashSet<&String> = rows.iter().map(|r| &r.0).collect();
@@ -237,14 +248,7 @@ async fn redis_flushed_mid_sale_is_rebuilt_from_postgres() {
     // A live hold that must survive the flush.
     let (st, hold) = post(&app, &format!("/checkout?user_id=h{t}&id=i{t}-hold")).await;
     let live_code = if st == 200 { Some(s(&hold, "code").to_string()) } else { None };
-    // Lose every key of this sale, as a Redis restart would.
-    let keys =
-        std::process::Command::new("redis-cli").args(["--scan", "--pattern", &format!("t{t}:*")]).output().unwrap();
-    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout).lines().map(String::from).collect();
-    assert!(!keys.is_empty());
-    for chunk in keys.chunks(200) {
-        std::process::Command::new("redis-cli").arg("del").args(chunk).output().unwrap();
-    }
+    lose_sale_keys(&t);
     // Items sold before the flush are still refused; the sale goes on within its limits.
     if let Some((_, (_, item))) = acked.iter().next() {
         let (st, e) = post(&app, &format!("/checkout?user_id=z{t}&id={item}")).await;
@@ -321,4 +325,103 @@ async fn sale_rate_limits_answer_429_with_retry_after() {
         limited += usize::from(st == 429);
     }
     assert!(limited >= 6, "global limit refuses the rest: {limited} of 10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_retries_of_one_purchase_all_answer_the_same_200() {
+    // A client that lost its answer retries; twenty at once behind a barrier, fifteen times.
+    let (app, t) = sale_app(&[]).await;
+    for trial in 0..15 {
+        let (st, c) = post(&app, &format!("/checkout?user_id=r{t}-{trial}&id=i{t}-r{trial}")).await;
+        assert_eq!(st, 200, "{c:?}");
+        let url = app.url(&format!("/purchase?code={}", s(&c, "code")));
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (url, health, barrier) = (url.clone(), app.url("/health"), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                // A connection of its own, opened before the barrier.
+                let client = reqwest::Client::new();
+                let _ = client.get(health).send().await;
+                barrier.wait().await;
+                let r = client.post(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }));
+        }
+        let mut bodies = HashSet::new();
+        for task in tasks {
+            let (st, body) = task.await.unwrap();
+            assert_eq!(st, 200, "trial {trial}: {body}");
+            bodies.insert(body);
+        }
+        assert_eq!(bodies.len(), 1, "trial {trial}: one answer for one purchase: {bodies:?}");
+    }
+    assert_eq!(sales_in_postgres(&format!("s{t}")).len(), 15);
+}
+
+#[tokio::test]
+async fn status_after_redis_lost_the_sale_reports_postgres_not_zeros() {
+    let (app, t) = sale_app(&[("SALE_ITEMS", "10".into())]).await;
+    for i in 0..3 {
+        let (st, c) = post(&app, &format!("/checkout?user_id=st{t}-{i}&id=i{t}-st{i}")).await;
+        assert_eq!(st, 200);
+        assert_eq!(post(&app, &format!("/purchase?code={}", s(&c, "code"))).await.0, 200);
+    }
+    let (st, held) = post(&app, &format!("/checkout?user_id=st{t}-h&id=i{t}-sth")).await;
+    assert_eq!(st, 200, "{held:?}");
+    lose_sale_keys(&t);
+    let (st, v) = app.get_json("/status").await;
+    assert_eq!(st, 200, "{v:?}");
+    assert_eq!(
+        (n(&v, "purchased_goods"), n(&v, "successful_purchases"), n(&v, "scheduled_goods")),
+        (3, 3, 4),
+        "the figures Postgres holds, not a fresh zero: {v:?}"
+    );
+    assert_eq!(n(&v, "successful_checkouts"), 4, "{v:?}");
+    assert_eq!(s(&v, "sale_status"), "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_that_timed_out_leaves_no_hold_when_redis_runs_it_late() {
+    // Redis stalls (as under CLIENT PAUSE): every byte to it waits 2.5 s, past the sale's
+    // 1 s deadline, so both checkouts answer 503 and their scripts run afterwards.
+    let proxy = Proxy::start("127.0.0.1:6379".into()).await;
+    let (app, t) =
+        sale_app(&[("REDIS_URL", format!("redis://{}/", proxy.addr())), ("HEALTH_INTERVAL_MS", "60000".into())]).await;
+    assert_eq!(app.get_json("/status").await.0, 200, "the sale is loaded before the stall");
+    proxy.set_latency(2500);
+    let (path_a, path_b) =
+        (format!("/checkout?user_id=u{t}&id=i{t}-late-a"), format!("/checkout?user_id=u{t}&id=i{t}-late-b"));
+    let (a, b) = tokio::join!(post(&app, &path_a), post(&app, &path_b));
+    assert_eq!((a.0, b.0), (503, 503), "{a:?} {b:?}");
+    proxy.set_latency(0);
+    let holds = |status: &str| -> usize {
+        let keys = std::process::Command::new("redis-cli")
+            .args(["--scan", "--pattern", &format!("t{t}:sale:hold:*")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&keys.stdout)
+            .lines()
+            .filter(|k| {
+                let st = std::process::Command::new("redis-cli").args(["hget", k, "status"]).output().unwrap();
+                String::from_utf8_lossy(&st.stdout).trim() == status
+            })
+            .count()
+    };
+    // The late scripts ran (their records exist) and were undone (released), nothing held.
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while holds("released") < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "late scripts: {} held, {} released",
+            holds("held"),
+            holds("released")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(holds("held"), 0, "no hold left by a failed answer");
+    let (st, v) = app.get_json("/status").await;
+    assert_eq!((st, n(&v, "scheduled_goods"), n(&v, "successful_checkouts")), (200, 0, 0), "{v:?}");
+    // The items are free for the next buyer.
+    assert_eq!(post(&app, &format!("/checkout?user_id=v{t}&id=i{t}-late-a")).await.0, 200);
 }

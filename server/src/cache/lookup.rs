@@ -67,25 +67,37 @@ pub async fn lookup(state: &State, id: &UserId) -> Result<Found, ColdError> {
     singleflight(state, id, marker).await
 }
 
-/// One database lookup per id per process at a time. The lookup runs in its own task:
-/// if the request that started it goes away, the others still get its answer.
+/// The in-flight lookups are keyed by the id AND the write marker the caller saw: a
+/// request that saw a newer marker (a write acknowledged after the lookup in flight began)
+/// starts its own lookup instead of being handed a row read before that write. `None`
+/// (Redis could not tell) is a marker of its own.
+fn flight_key(id: &str, marker: Option<&str>) -> String {
+    match marker {
+        Some(m) => format!("{id} {m}"),
+        None => format!("{id} ?"),
+    }
+}
+
+/// One database lookup per id and write marker per process at a time. The lookup runs in
+/// its own task: if the request that started it goes away, the others still get its answer.
 async fn singleflight(state: &State, id: &UserId, marker: Option<String>) -> ColdResult {
+    let key = flight_key(id.as_str(), marker.as_deref());
     let flight = {
         let mut inflight = state.cache.inflight.lock().expect("inflight map poisoned");
-        if let Some(f) = inflight.get(id.as_str()) {
+        if let Some(f) = inflight.get(&key) {
             metrics::counter!("cache_singleflight_joins_total").increment(1);
             f.clone()
         } else {
-            let (st, key) = (state.clone(), id.clone());
+            let (st, uid, k) = (state.clone(), id.clone(), key.clone());
             let task = tokio::spawn(async move {
-                let out = cold(&st, &key, marker).await;
-                st.cache.inflight.lock().expect("inflight map poisoned").remove(key.as_str());
+                let out = cold(&st, &uid, marker).await;
+                st.cache.inflight.lock().expect("inflight map poisoned").remove(&k);
                 out
             });
             let f = async move { task.await.unwrap_or_else(|e| Err(ColdError::Internal(e.to_string().into()))) }
                 .boxed()
                 .shared();
-            inflight.insert(id.as_str().to_owned(), f.clone());
+            inflight.insert(key, f.clone());
             f
         }
     };

@@ -22,6 +22,8 @@ use hyper::body::Incoming;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
+use sharding::ShardId;
+
 use crate::db::{self, DbFail, Target};
 use crate::http::body::query_pairs;
 use crate::http::error::ApiError;
@@ -31,6 +33,17 @@ use crate::users::model::is_valid_id;
 
 /// One Redis round trip of the sale may take this long before the request answers 503.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The shard that holds every sale's stock count (`sale_tickets`, `sale_stock`,
+/// `sale_buyers`): the first shard, which every ring has and no resharding moves.
+const HOME_SHARD: u16 = 0;
+
+fn clamp_i32(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// How long the undo of a failed checkout waits for Redis to run its release: longer than
+/// a stall (a pause) that made the checkout itself time out.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
 /// A claimed item stays reserved this long while its purchase commits (or is retried).
 const CLAIM_MS: u64 = 600_000;
 
@@ -42,6 +55,7 @@ pub struct Sale {
     claim: redis::Script,
     finalize: redis::Script,
     status: redis::Script,
+    unlock: redis::Script,
 }
 
 /// The current sale: its id and window.
@@ -60,6 +74,7 @@ impl Sale {
             claim: redis::Script::new(&scripts::claim()),
             finalize: redis::Script::new(scripts::FINALIZE),
             status: redis::Script::new(&scripts::status()),
+            unlock: redis::Script::new(scripts::UNLOCK),
         }
     }
 }
@@ -113,43 +128,77 @@ fn refused(code: &'static str, message: &'static str) -> ApiError {
     ApiError::Conflict { code, message: message.into() }
 }
 
+/// What one run of the checkout script is about: the request's fixed arguments.
+struct Attempt<'a> {
+    w: Window,
+    now: i64,
+    code: &'a str,
+    user: &'a str,
+    item: &'a str,
+}
+
+impl Attempt<'_> {
+    /// Runs the checkout script in `mode` (`new` or `confirm`, see [`scripts::checkout`]).
+    async fn run(&self, state: &State, conn: &mut ConnectionManager, mode: &str) -> Result<String, ApiError> {
+        let cfg = &state.cfg;
+        let hold_ms = cfg.reservation_timeout_seconds * 1000;
+        let mut inv = state.sale.checkout.prepare_invoke();
+        inv.arg(&state.sale.prefix)
+            .arg(&self.w.id)
+            .arg(self.now)
+            .arg(hold_ms)
+            .arg(self.code)
+            .arg(self.user)
+            .arg(self.item)
+            .arg(cfg.sale_items)
+            .arg(cfg.sale_user_limit)
+            .arg(self.w.end_ms + 86_400_000)
+            .arg(hold_ms + 86_400_000)
+            .arg(mode);
+        let out: Vec<String> = invoke(inv, conn).await?;
+        Ok(out.into_iter().next().unwrap_or_default())
+    }
+
+    fn expires_ms(&self, state: &State) -> i64 {
+        self.now + (state.cfg.reservation_timeout_seconds * 1000) as i64
+    }
+}
+
+/// The client's answer for a verdict that is not OK.
+fn refusal(verdict: &str) -> ApiError {
+    match verdict {
+        "SOLD" => refused("ITEM_SOLD", "item already sold"),
+        "RESERVED" => refused("ITEM_RESERVED", "item already reserved"),
+        "SOLD_OUT" => refused("SOLD_OUT", "sale sold out"),
+        "LIMIT" => refused("USER_LIMIT", "user limit reached"),
+        _ => ApiError::DependencyUnavailable("the sale's state (being rebuilt)"),
+    }
+}
+
 pub async fn checkout(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let user = sale_id_param(param(&req, "user_id"), "user_id")?;
     let item = sale_id_param(param(&req, "id"), "id")?;
     let mut conn = redis_conn(state)?;
-    let sale = &state.sale;
-    let cfg = &state.cfg;
     let code = hex(&rand::random::<[u8; 16]>());
-    let hold_ms = cfg.reservation_timeout_seconds * 1000;
     for attempt in 0..2 {
         let now = now_ms();
-        let w = window(state, now);
-        let mut inv = sale.checkout.prepare_invoke();
-        inv.arg(&sale.prefix)
-            .arg(&w.id)
-            .arg(now)
-            .arg(hold_ms)
-            .arg(&code)
-            .arg(&user)
-            .arg(&item)
-            .arg(cfg.sale_items)
-            .arg(cfg.sale_user_limit)
-            .arg(w.end_ms + 86_400_000)
-            .arg(hold_ms + 86_400_000);
-        let out: Vec<String> = invoke(inv, &mut conn).await?;
-        let verdict = out.first().map(String::as_str).unwrap_or("");
-        metrics::counter!("sale_checkouts_total", "result" => verdict_label(verdict)).increment(1);
-        match verdict {
-            "OK" => return record_hold(state, &mut conn, &w, &code, &user, &item, now + hold_ms as i64).await,
-            "REBUILD" if attempt == 0 => rebuild::run(state, &mut conn, &w).await?,
-            "SOLD" => return Err(refused("ITEM_SOLD", "item already sold")),
-            "RESERVED" => return Err(refused("ITEM_RESERVED", "item already reserved")),
-            "SOLD_OUT" => return Err(refused("SOLD_OUT", "sale sold out")),
-            "LIMIT" => return Err(refused("USER_LIMIT", "user limit reached")),
-            _ => break,
+        let a = Attempt { w: window(state, now), now, code: &code, user: &user, item: &item };
+        let verdict = match a.run(state, &mut conn, "new").await {
+            Ok(v) => v,
+            Err(e) => {
+                // Timed out or failed: the script may still run (Redis paused or slow).
+                undo_later(state, &conn, &code, None);
+                return Err(e);
+            }
+        };
+        metrics::counter!("sale_checkouts_total", "result" => verdict_label(&verdict)).increment(1);
+        match verdict.as_str() {
+            "OK" => return record_hold(state, &mut conn, &a).await,
+            "REBUILD" if attempt == 0 => rebuild::run(state, &mut conn, &a.w).await?,
+            v => return Err(refusal(v)),
         }
     }
-    Err(ApiError::DependencyUnavailable("the sale's state (being rebuilt)"))
+    Err(refusal("REBUILD"))
 }
 
 fn verdict_label(v: &str) -> &'static str {
@@ -164,38 +213,100 @@ fn verdict_label(v: &str) -> &'static str {
     }
 }
 
-/// The hold is placed in Redis; make it durable before answering. If Postgres cannot
-/// take it, the hold is released and the client gets 503 (nothing half-written).
-async fn record_hold(
-    state: &State,
-    conn: &mut ConnectionManager,
-    w: &Window,
-    code: &str,
-    user: &str,
-    item: &str,
-    expires_ms: i64,
-) -> Result<Resp, ApiError> {
+/// The hold is placed in Redis; make it durable, then confirm that Redis still has it
+/// before answering 200. Redis may have lost it between the script and the commit (a flush,
+/// a restart, a failover) and been rebuilt from Postgres before the row existed: the
+/// confirmation then places it again or refuses. Anything but a 200 leaves nothing behind:
+/// the row is deleted and the hold released (both idempotent).
+async fn record_hold(state: &State, conn: &mut ConnectionManager, a: &Attempt<'_>) -> Result<Resp, ApiError> {
     // The write gate is held for the INSERT only (it waits only during a cutover).
     let recorded: Result<(), ApiError> = async {
-        let (shard, _gate) = state.ring.write_shard(item).await?;
+        let (shard, _gate) = state.ring.write_shard(a.item).await?;
         let pool = &state.pools.get(shard).primary;
-        db::run(state, shard, Target::Primary, store::record_attempt(pool, code, &w.id, user, item, expires_ms))
-            .await?;
+        let insert = store::record_attempt(pool, a.code, &a.w.id, a.user, a.item, a.expires_ms(state));
+        db::run(state, shard, Target::Primary, insert).await?;
         Ok(())
     }
     .await;
     if let Err(e) = recorded {
-        let mut inv = state.sale.release.prepare_invoke();
-        inv.arg(&state.sale.prefix).arg(code);
-        let _ = invoke::<i64>(inv, conn).await;
+        // The INSERT's outcome may be unknown: forget the row too.
+        undo_later(state, conn, a.code, Some(a.item));
         return Err(e);
+    }
+    let mut rebuilt = false;
+    let verdict = loop {
+        let verdict = match a.run(state, conn, "confirm").await {
+            Ok(v) => v,
+            Err(e) => break Err(e),
+        };
+        if verdict == "REBUILD" && !rebuilt {
+            if let Err(e) = rebuild::run(state, conn, &a.w).await {
+                break Err(e);
+            }
+            rebuilt = true;
+            continue;
+        }
+        break Ok(verdict);
+    };
+    let label = match verdict.as_deref() {
+        Ok("OK") => "ok",
+        Ok(_) => "refused",
+        Err(_) => "failed",
+    };
+    metrics::counter!("sale_checkout_confirmations_total", "result" => label).increment(1);
+    match verdict {
+        Ok(v) if v == "OK" => {}
+        Ok(v) => {
+            undo_later(state, conn, a.code, Some(a.item));
+            return Err(refusal(&v));
+        }
+        Err(e) => {
+            undo_later(state, conn, a.code, Some(a.item));
+            return Err(e);
+        }
     }
     #[derive(Serialize)]
     struct Ok<'a> {
         message: &'a str,
         code: &'a str,
     }
-    Result::Ok(json_ok(&Ok { message: "success", code }))
+    Result::Ok(json_ok(&Ok { message: "success", code: a.code }))
+}
+
+/// Undoes a checkout that did not answer 200, in the background: deletes its Postgres row
+/// (when `item` says where it may be) and then releases its hold in Redis. The release goes
+/// down the same multiplexed connection as the checkout's script, so a script that Redis
+/// runs late (after a pause) is released right after it runs. Both steps are idempotent and
+/// retried for a while when they fail.
+fn undo_later(state: &State, conn: &ConnectionManager, code: &str, item: Option<&str>) {
+    let (state, mut conn, code, item) = (state.clone(), conn.clone(), code.to_owned(), item.map(str::to_owned));
+    metrics::counter!("sale_checkout_undos_total").increment(1);
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..10 {
+            let forgotten = match &item {
+                None => true,
+                Some(item) => async {
+                    let (shard, _gate) = state.ring.write_shard(item).await.ok()?;
+                    let pool = &state.pools.get(shard).primary;
+                    db::run(&state, shard, Target::Primary, store::forget_attempt(pool, &code)).await.ok()
+                }
+                .await
+                .is_some(),
+            };
+            if forgotten {
+                let mut inv = state.sale.release.prepare_invoke();
+                inv.arg(&state.sale.prefix).arg(&code);
+                let released = tokio::time::timeout(RELEASE_WAIT, inv.invoke_async::<i64>(&mut conn)).await;
+                if matches!(released, Ok(Ok(_))) {
+                    return;
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        tracing::error!(code = %code, "a failed checkout could not be undone; its hold expires with the reservation timeout");
+    });
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -258,6 +369,25 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
             return Err(invalid());
         }
     }
+    // The stock first: a ticket on the sale's home shard, which Postgres refuses past the
+    // sale's items or the user's limit whatever Redis believed.
+    let home = ShardId::new(HOME_SHARD);
+    let cfg = &state.cfg;
+    let (items, limit) = (clamp_i32(cfg.sale_items), clamp_i32(cfg.sale_user_limit));
+    let pool = &state.pools.get(home).primary;
+    let ticket = store::take_ticket(pool, &code, sid, user, item, items, limit);
+    match db::run(state, home, Target::Primary, ticket).await? {
+        store::Ticket::Taken => {}
+        refusal @ (store::Ticket::SoldOut | store::Ticket::UserLimit) => {
+            metrics::counter!("sale_purchases_total", "result" => "refused_by_stock").increment(1);
+            tracing::warn!(code = %code, ?refusal, "Redis let a purchase through that the Postgres stock refuses");
+            return Err(if refusal == store::Ticket::SoldOut {
+                refused("SOLD_OUT", "sale sold out")
+            } else {
+                refused("USER_LIMIT", "user limit reached")
+            });
+        }
+    }
     // The sale row, committed on the item's shard, BEFORE any 200.
     let (shard, gate) = state.ring.write_shard(item).await?;
     let pool = &state.pools.get(shard).primary;
@@ -267,6 +397,11 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
         Ok(true) => {}
         Ok(false) => {
             metrics::counter!("sale_purchases_total", "result" => "sold_elsewhere").increment(1);
+            let pool = &state.pools.get(home).primary;
+            if let Err(e) = db::run(state, home, Target::Primary, store::return_ticket(pool, &code)).await {
+                // The stock then counts one item too many: the sale may sell one fewer.
+                tracing::warn!(code = %code, error = ?e, "could not return the ticket of a refused purchase");
+            }
             return Err(refused("ITEM_SOLD", "item already sold"));
         }
         // Unknown outcome: the hold stays claimed, so the same code can be retried.
@@ -288,7 +423,18 @@ pub async fn status(state: &State) -> Result<Resp, ApiError> {
     let w = window(state, now);
     let mut inv = state.sale.status.prepare_invoke();
     inv.arg(&state.sale.prefix).arg(&w.id).arg(now);
-    let v: Vec<i64> = invoke(inv, &mut conn).await?;
+    let mut v: Vec<i64> = invoke(inv, &mut conn).await?;
+    if v.first() == Some(&0) {
+        // Redis lost the sale (or it has just begun): load it from Postgres first, so the
+        // figures are the true ones, never a fresh zero; 503 if that cannot be done now.
+        rebuild::run(state, &mut conn, &w).await?;
+        let mut inv = state.sale.status.prepare_invoke();
+        inv.arg(&state.sale.prefix).arg(&w.id).arg(now_ms());
+        v = invoke(inv, &mut conn).await?;
+        if v.first() != Some(&1) {
+            return Err(refusal("REBUILD"));
+        }
+    }
     let [_ready, taken, ok_checkouts, failed_checkouts, ok_purchases, failed_purchases, purchased] = v[..] else {
         return Err(ApiError::Internal("unexpected reply from the status script".into()));
     };

@@ -28,11 +28,7 @@ fn redis_err(e: impl std::fmt::Display) -> ApiError {
 pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result<(), ApiError> {
     let p = &state.sale.prefix;
     let lock = format!("{p}{}:rebuild", w.id);
-    let mut take = redis::cmd("SET");
-    take.arg(&lock).arg(std::process::id()).arg("NX").arg("PX").arg(30_000);
-    let got: Option<String> =
-        tokio::time::timeout(REDIS_TIMEOUT, take.query_async(conn)).await.map_err(|_| busy())?.map_err(redis_err)?;
-    if got.is_none() {
+    let Some(token) = take_lock(conn, &lock, LOCK_MS).await? else {
         // Another worker is rebuilding: wait (briefly) for it rather than refuse.
         let ready = format!("{p}{}:ready", w.id);
         for _ in 0..150 {
@@ -44,7 +40,7 @@ pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Res
             }
         }
         return Err(busy());
-    }
+    };
     // Double-checked: a request that saw the sale unloaded may take the lock just after
     // another worker finished loading it. Loading again then would overwrite counters
     // that live checkouts have already moved (their Postgres rows may not exist yet).
@@ -53,8 +49,29 @@ pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Res
     let already: i64 =
         tokio::time::timeout(REDIS_TIMEOUT, exists.query_async(conn)).await.map_err(|_| busy())?.map_err(redis_err)?;
     let result = if already == 1 { Ok(()) } else { load(state, conn, w).await };
-    let _ = redis::cmd("DEL").arg(&lock).query_async::<()>(conn).await;
+    release_lock(&state.sale.unlock, conn, &lock, &token).await;
     result
+}
+
+/// How long a rebuild's lock lives: a rebuild that takes longer loses it to the next one.
+const LOCK_MS: u64 = 30_000;
+
+/// Takes `lock` for `ms` with a fresh random token: `Some(token)` if taken.
+async fn take_lock(conn: &mut ConnectionManager, lock: &str, ms: u64) -> Result<Option<String>, ApiError> {
+    let token = super::hex(&rand::random::<[u8; 16]>());
+    let mut take = redis::cmd("SET");
+    take.arg(lock).arg(&token).arg("NX").arg("PX").arg(ms);
+    let got: Option<String> =
+        tokio::time::timeout(REDIS_TIMEOUT, take.query_async(conn)).await.map_err(|_| busy())?.map_err(redis_err)?;
+    Ok(got.map(|_| token))
+}
+
+/// Deletes `lock` only while it still holds `token` (compare-and-delete in one script): a
+/// rebuild that outlived its lock must not delete the lock of the rebuild that took it next.
+async fn release_lock(unlock: &redis::Script, conn: &mut ConnectionManager, lock: &str, token: &str) -> bool {
+    let mut inv = unlock.key(lock);
+    inv.arg(token);
+    matches!(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async::<i64>(conn)).await, Ok(Ok(1)))
 }
 
 async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result<(), ApiError> {
@@ -83,9 +100,11 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
     let (mut taken, mut purchased, mut attempts_total) = (0i64, 0i64, 0i64);
     let keep_until = w.end_ms + 86_400_000;
     let now = now_ms();
+    let mut all_holds = Vec::new();
     for r in per_shard {
         let (sales, holds, attempts) = r.map_err(ApiError::from)?;
         attempts_total += attempts;
+        all_holds.extend(holds);
         for (item, code, sale_id, user) in sales {
             pipe.hset(format!("{p}sold"), &item, &code).ignore();
             if sale_id == w.id {
@@ -102,22 +121,34 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
                 purchased += 1;
             }
         }
-        for (code, user, item, exp) in holds {
-            let hold = format!("{p}hold:{code}");
-            let exp_s = exp.to_string();
-            pipe.hset_multiple(
-                &hold,
-                &[("user", user.as_str()), ("item", &item), ("sid", &w.id), ("exp", &exp_s), ("status", "held")],
-            )
-            .ignore()
-            .pexpire_at(&hold, keep_until)
-            .ignore();
-            let ttl = (exp - now).max(1);
-            pipe.cmd("SET").arg(format!("{p}item:{item}")).arg(&code).arg("PX").arg(ttl).ignore();
-            pipe.zadd(format!("{s}holds"), &code, exp).ignore();
-            *users.entry(user).or_default() += 1;
-            taken += 1;
-        }
+    }
+    // Never more than the sale's items: purchases first (committed, and bounded by the
+    // stock count in Postgres), then the oldest holds. More live holds than that means
+    // some were recorded without a fence; the newest are not loaded (their purchase then
+    // answers 404) and the count is logged.
+    let room = (state.cfg.sale_items as i64 - purchased).max(0) as usize;
+    if all_holds.len() > room {
+        all_holds.sort_by_key(|h| h.3);
+        let dropped = all_holds.len() - room;
+        all_holds.truncate(room);
+        tracing::error!(sale = %w.id, dropped, "sale rebuild: more live holds than items; the newest were not loaded");
+        metrics::counter!("sale_rebuild_holds_dropped_total").increment(dropped as u64);
+    }
+    for (code, user, item, exp) in all_holds {
+        let hold = format!("{p}hold:{code}");
+        let exp_s = exp.to_string();
+        pipe.hset_multiple(
+            &hold,
+            &[("user", user.as_str()), ("item", &item), ("sid", &w.id), ("exp", &exp_s), ("status", "held")],
+        )
+        .ignore()
+        .pexpire_at(&hold, keep_until)
+        .ignore();
+        let ttl = (exp - now).max(1);
+        pipe.cmd("SET").arg(format!("{p}item:{item}")).arg(&code).arg("PX").arg(ttl).ignore();
+        pipe.zadd(format!("{s}holds"), &code, exp).ignore();
+        *users.entry(user).or_default() += 1;
+        taken += 1;
     }
     for (user, n) in &users {
         pipe.cmd("SET").arg(format!("{s}user:{user}")).arg(n).arg("PXAT").arg(keep_until).ignore();
@@ -142,4 +173,33 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
     tracing::info!(sale = %w.id, purchased, live_holds = taken - purchased, ms = started.elapsed().as_millis() as u64, "sale state rebuilt from Postgres");
     metrics::counter!("sale_rebuilds_total").increment(1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real Redis the cluster runs (`REDIS_URL`, default 127.0.0.1:6379).
+    use super::*;
+
+    async fn redis() -> ConnectionManager {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+        redis::Client::open(url).unwrap().get_connection_manager().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_that_outlived_its_lock_leaves_the_next_owners_lock_alone() {
+        let mut conn = redis().await;
+        let unlock = redis::Script::new(super::super::scripts::UNLOCK);
+        let lock = format!("test:rebuild-lock:{}", super::super::hex(&rand::random::<[u8; 8]>()));
+        let first = take_lock(&mut conn, &lock, 100).await.unwrap().expect("free lock taken");
+        assert!(take_lock(&mut conn, &lock, 100).await.unwrap().is_none(), "held: not taken twice");
+        // The first rebuild is slow: its lock expires and the next rebuild takes it.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let second = take_lock(&mut conn, &lock, 5_000).await.unwrap().expect("expired lock taken");
+        assert!(!release_lock(&unlock, &mut conn, &lock, &first).await, "the first may not delete it");
+        let held: Option<String> = redis::cmd("GET").arg(&lock).query_async(&mut conn).await.unwrap();
+        assert_eq!(held.as_deref(), Some(second.as_str()), "the second rebuild still holds its lock");
+        assert!(release_lock(&unlock, &mut conn, &lock, &second).await);
+        let held: Option<String> = redis::cmd("GET").arg(&lock).query_async(&mut conn).await.unwrap();
+        assert_eq!(held, None);
+    }
 }

@@ -32,8 +32,14 @@ end
 ";
 
 /// ARGV: prefix, sid, now ms, hold ms, code, user, item, sale items, user limit,
-/// keep-until ms (when the sale's keys may go), hold-record ms.
-/// Returns {OK} | {SOLD} | {RESERVED} | {SOLD_OUT} | {LIMIT} | {REBUILD}.
+/// keep-until ms (when the sale's keys may go), hold-record ms, mode.
+/// Returns {OK} | {SOLD} | {RESERVED} | {SOLD_OUT} | {LIMIT} | {REBUILD} | {GONE}.
+///
+/// Mode `new` decides a checkout. Mode `confirm` runs after the hold's Postgres row has
+/// committed, with the same arguments: if the hold is still in Redis it answers OK; if Redis
+/// lost it meanwhile (flushed, restarted, failed over, and perhaps rebuilt from Postgres before
+/// that row existed) it places the hold again under the same rules, or refuses. So a
+/// checkout answers 200 only for a hold that Redis holds AND a rebuild would load.
 pub fn checkout() -> String {
     format!(
         "{SWEEP}{}",
@@ -44,6 +50,11 @@ local now = tonumber(ARGV[3])
 if redis.call('EXISTS', S .. 'ready') == 0 then return {'REBUILD'} end
 sweep(P, S, now)
 local code, user, item = ARGV[5], ARGV[6], ARGV[7]
+if ARGV[12] == 'confirm' then
+  local st = redis.call('HGET', P .. 'hold:' .. code, 'status')
+  if st == 'held' then return {'OK'} end
+  if st then return {'GONE'} end
+end
 local function fail(reason)
   redis.call('HINCRBY', S .. 'stats', 'failed_checkouts', 1)
   return {reason}
@@ -68,7 +79,8 @@ return {'OK'}
     )
 }
 
-/// Undo a hold whose durable record could not be written. ARGV: prefix, code.
+/// Undoes a hold whose checkout did not answer 200 (its durable record could not be written,
+/// or the answer timed out while the script may still run). Idempotent. ARGV: prefix, code.
 pub const RELEASE: &str = r"
 local P, c = ARGV[1], ARGV[2]
 local h = redis.call('HMGET', P .. 'hold:' .. c, 'user', 'item', 'status', 'sid')
@@ -81,6 +93,12 @@ if redis.call('GET', P .. 'item:' .. h[2]) == c then redis.call('DEL', P .. 'ite
 redis.call('HSET', P .. 'hold:' .. c, 'status', 'released')
 redis.call('ZREM', S .. 'holds', c)
 return 1
+";
+
+/// Deletes a lock only if it still holds this owner's token. KEYS[1] lock, ARGV[1] token.
+pub const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// Claims a live hold for purchase. ARGV: prefix, now ms, code, current sid, claim ms.

@@ -26,6 +26,10 @@ pub async fn record_attempt(
 
 /// Commits the sale. `Ok(true)`: this code owns the item's sale (now or from an earlier
 /// attempt with the same code); `Ok(false)`: the item was sold with another code.
+///
+/// Two statements when the row exists: an `INSERT .. ON CONFLICT DO NOTHING` that waits for
+/// a concurrent insert of the same item sees its row only in a NEW statement's snapshot (in
+/// the same statement a `SELECT` would still read the older one and find nothing).
 pub async fn insert_sale(
     pool: &PgPool,
     item: &str,
@@ -33,21 +37,93 @@ pub async fn insert_sale(
     sale_id: &str,
     user: &str,
 ) -> Result<bool, sqlx::Error> {
-    let owner: String = sqlx::query_scalar(
-        "WITH ins AS (
-             INSERT INTO sales (item_id, code, sale_id, user_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING RETURNING code)
-         SELECT code FROM ins
-         UNION ALL SELECT code FROM sales WHERE item_id = $1
-         LIMIT 1",
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO sales (item_id, code, sale_id, user_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING RETURNING code",
     )
     .bind(item)
     .bind(code)
     .bind(sale_id)
     .bind(user)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(owner == code)
+    if inserted.is_some() {
+        return Ok(true);
+    }
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT code FROM sales WHERE item_id = $1").bind(item).fetch_optional(pool).await?;
+    Ok(owner.as_deref() == Some(code))
+}
+
+/// What the stock (on the sale's home shard) said to a purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ticket {
+    /// Taken now, or by an earlier attempt with the same code.
+    Taken,
+    /// The sale has sold its items.
+    SoldOut,
+    /// The buyer has bought the user limit.
+    UserLimit,
+}
+
+/// Takes the purchase's ticket: in one statement, a row per code (a retry reuses it) and,
+/// for a new one, one more item counted against the sale's stock and the buyer's limit.
+/// The tables' CHECKs refuse it past either, so Postgres alone bounds the sale.
+pub async fn take_ticket(
+    pool: &PgPool,
+    code: &str,
+    sale_id: &str,
+    user: &str,
+    item: &str,
+    items: i32,
+    user_limit: i32,
+) -> Result<Ticket, sqlx::Error> {
+    let r = sqlx::query(
+        "WITH t AS (
+             INSERT INTO sale_tickets (code, sale_id, user_id, item_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (code) DO NOTHING RETURNING code),
+         s AS (
+             INSERT INTO sale_stock AS st (sale_id, items, sold) SELECT $2, $5, 1 FROM t
+             ON CONFLICT (sale_id) DO UPDATE SET sold = st.sold + 1 RETURNING sold),
+         b AS (
+             INSERT INTO sale_buyers AS sb (sale_id, user_id, user_limit, bought) SELECT $2, $3, $6, 1 FROM t
+             ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sb.bought + 1 RETURNING bought)
+         SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM b)",
+    )
+    .bind(code)
+    .bind(sale_id)
+    .bind(user)
+    .bind(item)
+    .bind(items)
+    .bind(user_limit)
+    .execute(pool)
+    .await;
+    match r {
+        Ok(_) => Ok(Ticket::Taken),
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_stock_within_items") => Ok(Ticket::SoldOut),
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_buyers_within_limit") => Ok(Ticket::UserLimit),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives a ticket back (its item turned out to be sold with another code). Idempotent.
+pub async fn return_ticket(pool: &PgPool, code: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH t AS (DELETE FROM sale_tickets WHERE code = $1 RETURNING sale_id, user_id),
+         s AS (UPDATE sale_stock st SET sold = st.sold - 1 FROM t WHERE st.sale_id = t.sale_id),
+         b AS (UPDATE sale_buyers sb SET bought = sb.bought - 1 FROM t
+               WHERE sb.sale_id = t.sale_id AND sb.user_id = t.user_id)
+         SELECT count(*) FROM t",
+    )
+    .bind(code)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// Deletes the record of a hold whose checkout did not answer 200. Idempotent.
+pub async fn forget_attempt(pool: &PgPool, code: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM checkout_attempts WHERE code = $1").bind(code).execute(pool).await.map(|_| ())
 }
 
 /// (item, code, sale id, user) of every sale on the shard.
