@@ -48,13 +48,15 @@ cargo_fuzz() {
       { say "cargo fuzz build failed: $OUT/cargo-fuzz-build.log"; fig CF_STATUS build-failed; return 0; }
   fi
   local before
-  before=$(find artifacts/request_input -type f 2>/dev/null | wc -l)
+  # A fresh clone has no artifacts yet (and find's failure would end the script).
+  mkdir -p artifacts/request_input
+  before=$(find artifacts/request_input -type f | wc -l)
   say "fuzzing request_input for ${secs} s"
   t0=$(date +%s)
   env "${env[@]}" cargo "${tc[@]}" fuzz run "${san[@]}" request_input -- \
     -max_total_time="$secs" -print_final_stats=1 >"$OUT/cargo-fuzz.log" 2>&1 || rc=$?
   local after runs cov corpus crashes
-  after=$(find artifacts/request_input -type f 2>/dev/null | wc -l)
+  after=$(find artifacts/request_input -type f | wc -l)
   crashes=$((after - before))
   # A crash leaves an artifact; a failed exit without one is a crash only if libFuzzer said so
   # (else it is an error, such as the target failing to build).

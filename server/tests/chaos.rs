@@ -21,6 +21,8 @@
 
 mod common;
 mod load;
+#[path = "load/sale_history.rs"]
+mod sale_history;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -530,4 +532,122 @@ async fn chaos_faults_under_load_lose_no_acknowledged_write() {
             "redis-cli -p {REDIS_PORT} --scan --pattern '{tag}:*' | xargs -r -n 500 redis-cli -p {REDIS_PORT} del"
         ))
         .output();
+}
+
+// ---------------------------------------------------------------- the sale's history
+
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli").arg("-p").arg(REDIS_PORT.to_string()).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The Redis faults the sale must survive without a wrong answer, each on a sale of its own.
+/// `at` is when the fault starts in the buying; each scenario repeats its fault through the run.
+fn sale_fault(name: &str, at: Duration, run_for: Duration, t0: Instant) -> Vec<String> {
+    let mut figures = Vec::new();
+    let mut next = at;
+    while next + Duration::from_millis(500) < run_for {
+        std::thread::sleep(next.saturating_sub(t0.elapsed()));
+        let t = Instant::now();
+        match name {
+            "flush" => {
+                redis_cli(&["flushall"]);
+                figures.push(format!("FLUSHALL at +{:.1} s", t0.elapsed().as_secs_f64()));
+                next += Duration::from_millis(700);
+            }
+            "restart-empty" => {
+                redis_cli(&["shutdown", "nosave"]);
+                std::thread::sleep(Duration::from_millis(300));
+                cluster("up");
+                figures.push(format!(
+                    "restarted empty at +{:.1} s (down {:.1} s)",
+                    (t0.elapsed() - t.elapsed()).as_secs_f64(),
+                    t.elapsed().as_secs_f64()
+                ));
+                next = t0.elapsed() + Duration::from_millis(1500);
+            }
+            "pause" => {
+                redis_cli(&["client", "pause", "2500", "all"]);
+                figures.push(format!("CLIENT PAUSE 2500 ALL at +{:.1} s", t0.elapsed().as_secs_f64()));
+                next += Duration::from_millis(4000);
+            }
+            other => panic!("unknown sale fault {other}"),
+        }
+    }
+    figures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_sale_history_under_redis_faults_has_no_wrong_answer() {
+    let _stop = StopCluster;
+    cluster("up");
+    let run_for = Duration::from_secs(3 + fault_secs());
+    let buyers: usize = std::env::var("CHAOS_SALE_BUYERS").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    let wanted: Option<Vec<String>> =
+        std::env::var("CHAOS_SCENARIOS").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let pools = load::primaries(&primary_ports()).await;
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for fault in ["flush", "restart-empty", "pause"] {
+        if wanted.as_ref().is_some_and(|w| !w.iter().any(|x| x == fault)) {
+            continue;
+        }
+        let tag = format!("sh{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+        let spec = sale_history::SaleSpec {
+            name: tag.clone(),
+            items: 300,
+            user_limit: 2,
+            catalogue: 5000,
+            users: 2000,
+            hold_secs: 2,
+        };
+        let mut env = server_env(&tag);
+        migrate(&env);
+        env.extend(spec.env());
+        let app = TestApp::start_with(2, &env).await;
+        let buying = sale_history::Buyers::start(&app.base, &spec, buyers);
+        let t0 = buying.t0;
+        let f = fault.to_string();
+        let faults = tokio::task::spawn_blocking(move || sale_fault(&f, Duration::from_millis(1000), run_for, t0))
+            .await
+            .unwrap();
+        tokio::time::sleep(run_for.saturating_sub(t0.elapsed())).await;
+        let history = buying.stop().await;
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let verdict = sale_history::check(&history, &spec, &app.base, &pools, REDIS_PORT, &format!("{tag}:")).await;
+        let mut outcomes: Vec<(&String, &usize)> = history.outcomes.iter().collect();
+        outcomes.sort_by(|a, b| b.1.cmp(a.1));
+        println!(
+            "sale history [{fault}]: {} requests by {buyers} buyers in {:.1} s; {} checkouts and {} purchases \
+             acknowledged, {} uncertain; Postgres: {} sold of {}, {} checkout rows",
+            history.ops,
+            run_for.as_secs_f64(),
+            history.checkouts.len(),
+            history.purchases.len(),
+            history.uncertain.len(),
+            verdict.sold,
+            spec.items,
+            verdict.attempts,
+        );
+        println!("  faults: {}", faults.join("; "));
+        println!(
+            "  rebuilds {}, confirmations refused {} / failed {}, undone checkouts {}, refused by the stock {}",
+            metric(&metrics, "sale_rebuilds_total", &[]) as i64,
+            metric(&metrics, "sale_checkout_confirmations_total", &["refused"]) as i64,
+            metric(&metrics, "sale_checkout_confirmations_total", &["failed"]) as i64,
+            metric(&metrics, "sale_checkout_undos_total", &[]) as i64,
+            metric(&metrics, "sale_purchases_total", &["refused_by_stock"]) as i64,
+        );
+        println!("  answers: {}", outcomes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "));
+        for v in &verdict.violations {
+            println!("  VIOLATION: {v}");
+        }
+        rows.push((fault, history.ops, verdict.violations.len()));
+        if !verdict.violations.is_empty() {
+            failed.push(format!("{fault}: {}", verdict.violations.join("; ")));
+        }
+        drop(app);
+    }
+    assert!(failed.is_empty(), "the sale answered wrongly under Redis faults: {failed:?}");
+    assert!(!rows.is_empty());
 }

@@ -1,10 +1,13 @@
-//! The flash sale (seed 004), DESIGN.md section 5:
+//! The flash sale (compatible with the Flash Sale API, see docs/COMPATIBILITY.md):
 //!
-//! - `POST /checkout?user_id=&id=`  one Lua script decides (atomic, one round trip), then
-//!   the hold is recorded in Postgres (`checkout_attempts`) before the 200
-//! - `POST /purchase?code=`         claim the hold (Lua), commit the sale row on the item's
-//!   shard (its primary key makes a second sale impossible), mark it sold (Lua), then 200;
-//!   the same code again answers the same 200
+//! - `POST /checkout?user_id=&id=`  one Lua script decides (atomic, one round trip), the
+//!   hold is recorded in Postgres (`checkout_attempts`), and the same script confirms that
+//!   Redis still holds it (placing it again after Redis lost it) before the 200; anything
+//!   else is undone
+//! - `POST /purchase?code=`         claim the hold (Lua), take a ticket against the stock
+//!   counted in Postgres (first shard), commit the sale row on the item's shard (its primary
+//!   key makes a second sale impossible), mark it sold (Lua), then 200; the same code again
+//!   answers the same 200
 //! - `GET  /status`                 the seed's counters, shared by every worker (Redis)
 //!
 //! Sale records route by item id. Redis state lost (restart, flush) is rebuilt from
