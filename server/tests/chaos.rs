@@ -553,7 +553,7 @@ fn sale_fault(name: &str, at: Duration, run_for: Duration, t0: Instant) -> Vec<S
             "flush" => {
                 redis_cli(&["flushall"]);
                 figures.push(format!("FLUSHALL at +{:.1} s", t0.elapsed().as_secs_f64()));
-                next += Duration::from_millis(700);
+                next += Duration::from_millis(400);
             }
             "restart-empty" => {
                 redis_cli(&["shutdown", "nosave"]);
@@ -608,9 +608,9 @@ async fn chaos_sale_history_under_redis_faults_has_no_wrong_answer() {
         let buying = sale_history::Buyers::start(&app.base, &spec, buyers);
         let t0 = buying.t0;
         let f = fault.to_string();
-        let faults = tokio::task::spawn_blocking(move || sale_fault(&f, Duration::from_millis(1000), run_for, t0))
-            .await
-            .unwrap();
+        // The first fault while most of the stock is still being checked out.
+        let at = Duration::from_millis(if fault == "pause" { 1000 } else { 300 });
+        let faults = tokio::task::spawn_blocking(move || sale_fault(&f, at, run_for, t0)).await.unwrap();
         tokio::time::sleep(run_for.saturating_sub(t0.elapsed())).await;
         let history = buying.stop().await;
         let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -631,8 +631,10 @@ async fn chaos_sale_history_under_redis_faults_has_no_wrong_answer() {
         );
         println!("  faults: {}", faults.join("; "));
         println!(
-            "  rebuilds {}, confirmations refused {} / failed {}, undone checkouts {}, refused by the stock {}",
+            "  rebuilds {} (holds not loaded {}), confirmations refused {} / failed {}, undone checkouts {}, \
+             refused by the stock {}",
             metric(&metrics, "sale_rebuilds_total", &[]) as i64,
+            metric(&metrics, "sale_rebuild_holds_dropped_total", &[]) as i64,
             metric(&metrics, "sale_checkout_confirmations_total", &["refused"]) as i64,
             metric(&metrics, "sale_checkout_confirmations_total", &["failed"]) as i64,
             metric(&metrics, "sale_checkout_undos_total", &[]) as i64,
@@ -649,5 +651,5 @@ async fn chaos_sale_history_under_redis_faults_has_no_wrong_answer() {
         drop(app);
     }
     assert!(failed.is_empty(), "the sale answered wrongly under Redis faults: {failed:?}");
-    assert!(!rows.is_empty());
+    assert!(!rows.is_empty() || wanted.is_some(), "no sale fault ran");
 }

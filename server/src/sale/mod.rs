@@ -1,4 +1,4 @@
-//! The flash sale (compatible with the Flash Sale API, see docs/COMPATIBILITY.md):
+//! The flash sale, compatible with the Flash Sale API (see docs/SALE.md):
 //!
 //! - `POST /checkout?user_id=&id=`  one Lua script decides (atomic, one round trip), the
 //!   hold is recorded in Postgres (`checkout_attempts`), and the same script confirms that
@@ -59,6 +59,7 @@ pub struct Sale {
     finalize: redis::Script,
     status: redis::Script,
     unlock: redis::Script,
+    load: redis::Script,
 }
 
 /// The current sale: its id and window.
@@ -78,6 +79,7 @@ impl Sale {
             finalize: redis::Script::new(scripts::FINALIZE),
             status: redis::Script::new(&scripts::status()),
             unlock: redis::Script::new(scripts::UNLOCK),
+            load: redis::Script::new(scripts::LOAD),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Rebuilding a sale's Redis state from Postgres, the source of truth, when Redis lost it
 //! (restart, flush) or a new sale window starts: every item ever sold, and for the current
 //! sale its purchases (per user), its live holds (attempts not expired and not bought) and
-//! its counters. One worker rebuilds (a lock that expires); the others answer 503 until the
-//! sale is marked ready. Checkouts and purchases wait for `ready`, so nothing is decided
-//! on a half-loaded state. The failed_* counters are not durable and restart from zero.
+//! its counters. One worker rebuilds (a lock that expires, held by a random token); the
+//! others wait for it, then answer 503. The state is written by one script that checks the
+//! lock is still this rebuild's, so a rebuild that read Postgres before Redis lost its data
+//! again never writes that older state. Checkouts and purchases wait for `ready`, so nothing
+//! is decided on a half-loaded state. The failed_* counters are not durable and restart from
+//! zero.
 
 use std::collections::HashMap;
 
@@ -28,29 +31,36 @@ fn redis_err(e: impl std::fmt::Display) -> ApiError {
 pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result<(), ApiError> {
     let p = &state.sale.prefix;
     let lock = format!("{p}{}:rebuild", w.id);
-    let Some(token) = take_lock(conn, &lock, LOCK_MS).await? else {
-        // Another worker is rebuilding: wait (briefly) for it rather than refuse.
-        let ready = format!("{p}{}:ready", w.id);
-        for _ in 0..150 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let mut exists = redis::cmd("EXISTS");
-            exists.arg(&ready);
-            if let Ok(Ok(1)) = tokio::time::timeout(REDIS_TIMEOUT, exists.query_async::<i64>(conn)).await {
-                return Ok(());
-            }
+    let ready = format!("{p}{}:ready", w.id);
+    // A rebuild fenced out (Redis lost its data again while it read Postgres) tries again.
+    for _ in 0..3 {
+        let Some(token) = take_lock(conn, &lock, LOCK_MS).await? else { break };
+        // Double-checked: a request that saw the sale unloaded may take the lock just after
+        // another worker finished loading it. Loading again then would overwrite counters
+        // that live checkouts have already moved (their Postgres rows may not exist yet).
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&ready);
+        let already: i64 = tokio::time::timeout(REDIS_TIMEOUT, exists.query_async(conn))
+            .await
+            .map_err(|_| busy())?
+            .map_err(redis_err)?;
+        let loaded = if already == 1 { Ok(true) } else { load(state, conn, w, &lock, &token).await };
+        release_lock(&state.sale.unlock, conn, &lock, &token).await;
+        if loaded? {
+            return Ok(());
         }
-        return Err(busy());
-    };
-    // Double-checked: a request that saw the sale unloaded may take the lock just after
-    // another worker finished loading it. Loading again then would overwrite counters
-    // that live checkouts have already moved (their Postgres rows may not exist yet).
-    let mut exists = redis::cmd("EXISTS");
-    exists.arg(format!("{p}{}:ready", w.id));
-    let already: i64 =
-        tokio::time::timeout(REDIS_TIMEOUT, exists.query_async(conn)).await.map_err(|_| busy())?.map_err(redis_err)?;
-    let result = if already == 1 { Ok(()) } else { load(state, conn, w).await };
-    release_lock(&state.sale.unlock, conn, &lock, &token).await;
-    result
+        metrics::counter!("sale_rebuilds_fenced_total").increment(1);
+    }
+    // Another worker is rebuilding: wait (briefly) for it rather than refuse.
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&ready);
+        if let Ok(Ok(1)) = tokio::time::timeout(REDIS_TIMEOUT, exists.query_async::<i64>(conn)).await {
+            return Ok(());
+        }
+    }
+    Err(busy())
 }
 
 /// How long a rebuild's lock lives: a rebuild that takes longer loses it to the next one.
@@ -74,10 +84,20 @@ async fn release_lock(unlock: &redis::Script, conn: &mut ConnectionManager, lock
     matches!(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async::<i64>(conn)).await, Ok(Ok(1)))
 }
 
-async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result<(), ApiError> {
+/// Reads the sale from every shard's primary and writes it to Redis with one script, which
+/// writes nothing unless this rebuild still holds its lock (`token`) and the sale is still
+/// unloaded. Redis losing its data again while the shards were read drops the lock with it: a
+/// state read before that loss (which may miss holds acknowledged since) is never written.
+/// `Ok(false)`: fenced out so.
+async fn load(
+    state: &State,
+    conn: &mut ConnectionManager,
+    w: &Window,
+    lock: &str,
+    token: &str,
+) -> Result<bool, ApiError> {
     let started = std::time::Instant::now();
     let p = &state.sale.prefix;
-    let s = format!("{p}{}:", w.id);
     // Every shard at once; any failure aborts (no half-loaded sale).
     // The shards of the current ring; between a cutover and its clean-up a moved row is on
     // its old shard too, and only the owner's copy counts.
@@ -86,39 +106,27 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
     let view = &view;
     let per_shard = futures_util::future::join_all(shards.map(|shard| async move {
         let pool = &state.pools.get(shard).primary;
-        let mut sales = db::run(state, shard, Target::Primary, store::all_sales(pool)).await?;
+        let (mut sales, mut holds, attempts) =
+            db::run(state, shard, Target::Primary, store::snapshot(pool, &w.id)).await?;
         sales.retain(|(item, ..)| view.ring.shard_for_str(item) == shard);
-        let mut holds = db::run(state, shard, Target::Primary, store::live_holds(pool, &w.id)).await?;
         holds.retain(|(_, _, item, _)| view.ring.shard_for_str(item) == shard);
-        let attempts = db::run(state, shard, Target::Primary, store::attempt_count(pool, &w.id)).await?;
         Ok::<_, db::DbFail>((sales, holds, attempts))
     }))
     .await;
-    let mut pipe = redis::pipe();
-    pipe.atomic();
     let mut users: HashMap<String, i64> = HashMap::new();
-    let (mut taken, mut purchased, mut attempts_total) = (0i64, 0i64, 0i64);
-    let keep_until = w.end_ms + 86_400_000;
-    let now = now_ms();
-    let mut all_holds = Vec::new();
+    let mut attempts_total = 0i64;
+    let (mut bought, mut holds) = (Vec::new(), Vec::new());
+    // Every item ever sold: written first, in any order (the sold set only grows).
+    let mut sold = redis::pipe();
     for r in per_shard {
-        let (sales, holds, attempts) = r.map_err(ApiError::from)?;
+        let (sales, live, attempts) = r.map_err(ApiError::from)?;
         attempts_total += attempts;
-        all_holds.extend(holds);
+        holds.extend(live);
         for (item, code, sale_id, user) in sales {
-            pipe.hset(format!("{p}sold"), &item, &code).ignore();
+            sold.hset(format!("{p}sold"), &item, &code).ignore();
             if sale_id == w.id {
-                let hold = format!("{p}hold:{code}");
-                pipe.hset_multiple(
-                    &hold,
-                    &[("user", user.as_str()), ("item", &item), ("sid", &sale_id), ("status", "purchased")],
-                )
-                .ignore()
-                .pexpire_at(&hold, keep_until)
-                .ignore();
-                *users.entry(user).or_default() += 1;
-                taken += 1;
-                purchased += 1;
+                *users.entry(user.clone()).or_default() += 1;
+                bought.push((code, user, item));
             }
         }
     }
@@ -126,53 +134,58 @@ async fn load(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result
     // stock count in Postgres), then the oldest holds. More live holds than that means
     // some were recorded without a fence; the newest are not loaded (their purchase then
     // answers 404) and the count is logged.
-    let room = (state.cfg.sale_items as i64 - purchased).max(0) as usize;
-    if all_holds.len() > room {
-        all_holds.sort_by_key(|h| h.3);
-        let dropped = all_holds.len() - room;
-        all_holds.truncate(room);
+    let room = (state.cfg.sale_items as usize).saturating_sub(bought.len());
+    if holds.len() > room {
+        holds.sort_by_key(|h| h.3);
+        let dropped = holds.len() - room;
+        holds.truncate(room);
         tracing::error!(sale = %w.id, dropped, "sale rebuild: more live holds than items; the newest were not loaded");
         metrics::counter!("sale_rebuild_holds_dropped_total").increment(dropped as u64);
     }
-    for (code, user, item, exp) in all_holds {
-        let hold = format!("{p}hold:{code}");
-        let exp_s = exp.to_string();
-        pipe.hset_multiple(
-            &hold,
-            &[("user", user.as_str()), ("item", &item), ("sid", &w.id), ("exp", &exp_s), ("status", "held")],
-        )
-        .ignore()
-        .pexpire_at(&hold, keep_until)
-        .ignore();
-        let ttl = (exp - now).max(1);
-        pipe.cmd("SET").arg(format!("{p}item:{item}")).arg(&code).arg("PX").arg(ttl).ignore();
-        pipe.zadd(format!("{s}holds"), &code, exp).ignore();
-        *users.entry(user).or_default() += 1;
-        taken += 1;
+    for (_, user, _, _) in &holds {
+        *users.entry(user.clone()).or_default() += 1;
     }
-    for (user, n) in &users {
-        pipe.cmd("SET").arg(format!("{s}user:{user}")).arg(n).arg("PXAT").arg(keep_until).ignore();
-    }
-    pipe.cmd("SET").arg(format!("{s}taken")).arg(taken).arg("PXAT").arg(keep_until).ignore();
-    pipe.hset_multiple(
-        format!("{s}stats"),
-        &[
-            ("successful_checkouts", attempts_total),
-            ("successful_purchases", purchased),
-            ("purchased_goods", purchased),
-        ],
-    )
-    .ignore()
-    .pexpire_at(format!("{s}stats"), keep_until)
-    .ignore();
-    pipe.cmd("SET").arg(format!("{s}ready")).arg(now).arg("PXAT").arg(keep_until).ignore();
-    tokio::time::timeout(REDIS_TIMEOUT * 10, pipe.query_async::<()>(conn))
+    tokio::time::timeout(REDIS_TIMEOUT * 10, sold.query_async::<()>(conn))
         .await
         .map_err(|_| busy())?
         .map_err(redis_err)?;
+
+    let keep_until = w.end_ms + 86_400_000;
+    let now = now_ms();
+    let (purchased, taken) = (bought.len(), bought.len() + holds.len());
+    let mut inv = state.sale.load.prepare_invoke();
+    inv.arg(p)
+        .arg(&w.id)
+        .arg(lock)
+        .arg(token)
+        .arg(keep_until)
+        .arg(now)
+        .arg(taken)
+        .arg(attempts_total)
+        .arg(purchased)
+        .arg(bought.len())
+        .arg(holds.len())
+        .arg(users.len());
+    for (code, user, item) in &bought {
+        inv.arg(code).arg(user).arg(item);
+    }
+    for (code, user, item, exp) in &holds {
+        inv.arg(code).arg(user).arg(item).arg(*exp);
+    }
+    for (user, n) in &users {
+        inv.arg(user).arg(*n);
+    }
+    let written: i64 = tokio::time::timeout(REDIS_TIMEOUT * 10, inv.invoke_async(conn))
+        .await
+        .map_err(|_| busy())?
+        .map_err(redis_err)?;
+    if written == 0 {
+        tracing::info!(sale = %w.id, "sale rebuild fenced out: Redis lost its data again while Postgres was read");
+        return Ok(false);
+    }
     tracing::info!(sale = %w.id, purchased, live_holds = taken - purchased, ms = started.elapsed().as_millis() as u64, "sale state rebuilt from Postgres");
     metrics::counter!("sale_rebuilds_total").increment(1);
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -95,6 +95,47 @@ redis.call('ZREM', S .. 'holds', c)
 return 1
 ";
 
+/// Writes a sale's state rebuilt from Postgres, in one step, only if the rebuild still holds
+/// its lock and the sale is still unloaded (else 0: fenced out). ARGV: prefix, sid, lock,
+/// token, keep-until ms, now ms, taken, successful checkouts, purchased, then the counts of
+/// purchases, holds and users, then purchases (code, user, item), holds (code, user, item,
+/// expiry ms) and users (user, items held + bought).
+pub const LOAD: &str = r"
+local P, sid, lock, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', lock) ~= token then return 0 end
+local S = P .. sid .. ':'
+if redis.call('EXISTS', S .. 'ready') == 1 then return 0 end
+local keep, now = ARGV[5], tonumber(ARGV[6])
+local nb, nh, nu = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local i = 13
+for _ = 1, nb do
+  local k = P .. 'hold:' .. ARGV[i]
+  redis.call('HSET', k, 'user', ARGV[i + 1], 'item', ARGV[i + 2], 'sid', sid, 'status', 'purchased')
+  redis.call('PEXPIREAT', k, keep)
+  i = i + 3
+end
+for _ = 1, nh do
+  local code, item, exp = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  local k = P .. 'hold:' .. code
+  redis.call('HSET', k, 'user', ARGV[i + 1], 'item', item, 'sid', sid, 'exp', exp, 'status', 'held')
+  redis.call('PEXPIREAT', k, keep)
+  redis.call('SET', P .. 'item:' .. item, code, 'PX', math.max(1, tonumber(exp) - now))
+  redis.call('ZADD', S .. 'holds', exp, code)
+  i = i + 4
+end
+if nh > 0 then redis.call('PEXPIREAT', S .. 'holds', keep) end
+for _ = 1, nu do
+  redis.call('SET', S .. 'user:' .. ARGV[i], ARGV[i + 1], 'PXAT', keep)
+  i = i + 2
+end
+redis.call('SET', S .. 'taken', ARGV[7], 'PXAT', keep)
+redis.call('HSET', S .. 'stats', 'successful_checkouts', ARGV[8], 'successful_purchases', ARGV[9],
+  'purchased_goods', ARGV[9])
+redis.call('PEXPIREAT', S .. 'stats', keep)
+redis.call('SET', S .. 'ready', ARGV[6], 'PXAT', keep)
+return 1
+";
+
 /// Deletes a lock only if it still holds this owner's token. KEYS[1] lock, ARGV[1] token.
 pub const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -126,24 +126,32 @@ pub async fn forget_attempt(pool: &PgPool, code: &str) -> Result<(), sqlx::Error
     sqlx::query("DELETE FROM checkout_attempts WHERE code = $1").bind(code).execute(pool).await.map(|_| ())
 }
 
-/// (item, code, sale id, user) of every sale on the shard.
-pub async fn all_sales(pool: &PgPool) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT item_id, code, sale_id, user_id FROM sales").fetch_all(pool).await
-}
+/// (item, code, sale id, user) of a sale; (code, user, item, expiry ms) of a live hold.
+pub type SaleRow = (String, String, String, String);
+pub type HoldRow = (String, String, String, i64);
 
-/// Live holds of a sale: attempts not expired and not purchased. (code, user, item, expiry ms)
-pub async fn live_holds(pool: &PgPool, sale_id: &str) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
+/// What a rebuild reads from one shard, in one snapshot (a REPEATABLE READ transaction): every
+/// sale on the shard, the sale's live holds (attempts not expired and not bought) and its
+/// count of attempts. One snapshot, because a purchase committing between two separate reads
+/// would be in neither (not yet sold in the first, no longer held in the second), and the
+/// rebuilt sale would have one more item free than it has.
+pub async fn snapshot(pool: &PgPool, sale_id: &str) -> Result<(Vec<SaleRow>, Vec<HoldRow>, i64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let sales = sqlx::query_as("SELECT item_id, code, sale_id, user_id FROM sales").fetch_all(&mut *tx).await?;
+    let holds = sqlx::query_as(
         "SELECT a.code, a.user_id, a.item_id, (extract(epoch from a.expires_at) * 1000)::bigint
          FROM checkout_attempts a
          WHERE a.sale_id = $1 AND a.expires_at > now()
            AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.code = a.code)",
     )
     .bind(sale_id)
-    .fetch_all(pool)
-    .await
-}
-
-pub async fn attempt_count(pool: &PgPool, sale_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM checkout_attempts WHERE sale_id = $1").bind(sale_id).fetch_one(pool).await
+    .fetch_all(&mut *tx)
+    .await?;
+    let attempts = sqlx::query_scalar("SELECT count(*) FROM checkout_attempts WHERE sale_id = $1")
+        .bind(sale_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((sales, holds, attempts))
 }

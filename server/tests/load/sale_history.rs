@@ -5,7 +5,8 @@
 //! - acknowledged purchases <= the sale's items, no item sold twice, no user over the limit;
 //! - every acknowledged purchase is in Postgres as acknowledged, and every sale row in Postgres
 //!   was acknowledged (or its purchase's answer never came);
-//! - every repeated answer to one purchase is the same 200;
+//! - every repeated answer to one purchase is the same 200, and a purchase sent within the
+//!   hold's lifetime finds the hold that its checkout acknowledged;
 //! - no hold is left by a failed answer: every checkout row in Postgres and every hold Redis
 //!   still holds belongs to a checkout that answered 200;
 //! - `/status` equals Postgres (purchases, checkouts and, once every hold has expired, goods
@@ -57,6 +58,8 @@ pub struct History {
     pub uncertain: HashSet<String>,
     /// Two different 200 bodies for one code.
     pub differing: Vec<String>,
+    /// Acknowledged holds that a purchase found missing well within their lifetime.
+    pub lost_holds: Vec<String>,
 }
 
 impl History {
@@ -74,6 +77,7 @@ impl History {
         self.purchases.extend(o.purchases);
         self.uncertain.extend(o.uncertain);
         self.differing.extend(o.differing);
+        self.lost_holds.extend(o.lost_holds);
     }
 }
 
@@ -110,6 +114,8 @@ impl Buyers {
             .map(|_| {
                 let (stop, base) = (stop.clone(), base.to_string());
                 let (name, catalogue, users) = (spec.name.clone(), spec.catalogue, spec.users);
+                // A purchase sent this soon after its checkout's 200 must find the hold.
+                let alive = Duration::from_secs(spec.hold_secs).saturating_sub(Duration::from_millis(300));
                 tokio::spawn(async move {
                     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                     let mut h = History::default();
@@ -125,15 +131,20 @@ impl Buyers {
                         let v: sonic_rs::Value = sonic_rs::from_str(&body).unwrap();
                         let code = v.get("code").and_then(|c| c.as_str()).unwrap().to_string();
                         h.checkouts.insert(code.clone(), (user, item));
+                        let acked_at = Instant::now();
                         if rand::random::<u8>() % 10 >= 8 {
                             continue;
                         }
                         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 300)).await;
                         // A buyer retries while the outcome is unknown (503, no answer), as the
                         // idempotent purchase allows; a second try after a 200 must repeat it.
-                        let mut settled = false;
+                        let (mut settled, mut not_found) = (false, 0);
                         for attempt in 0..40 {
+                            let sent = acked_at.elapsed();
                             let r = post(&client, format!("{base}/purchase?code={code}")).await;
+                            if matches!(r, Ok((404, _))) && sent < alive && not_found == 0 {
+                                h.lost_holds.push(format!("{code} (404 {} ms after its 200)", sent.as_millis()));
+                            }
                             h.note(format!("purchase {}", outcome(&r)));
                             match r {
                                 Ok((200, body)) => {
@@ -146,6 +157,12 @@ impl Buyers {
                                         settled = true;
                                         break;
                                     }
+                                }
+                                // A buyer told "no reservation" right after a 200 checkout tries
+                                // again a little later (as the buyers who found the oversell did).
+                                Ok((404, _)) if not_found < 3 => {
+                                    not_found += 1;
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
                                 }
                                 Ok((404 | 409, _)) => {
                                     settled = true;
@@ -211,8 +228,8 @@ async fn postgres(pools: &[sqlx::PgPool], name: &str) -> (Vec<(String, String, S
     (sales, attempts, tickets)
 }
 
-/// Codes of the holds Redis still holds (status `held`) under `prefix`.
-fn redis_held(redis_port: u16, prefix: &str) -> HashSet<String> {
+/// Every hold record Redis has under `prefix`: code -> status.
+fn redis_holds(redis_port: u16, prefix: &str) -> HashMap<String, String> {
     let cli = |args: &[&str]| {
         let out = std::process::Command::new("redis-cli").arg("-p").arg(redis_port.to_string()).args(args).output();
         String::from_utf8_lossy(&out.unwrap().stdout).to_string()
@@ -220,8 +237,7 @@ fn redis_held(redis_port: u16, prefix: &str) -> HashSet<String> {
     let pattern = format!("{prefix}sale:hold:*");
     cli(&["--scan", "--pattern", &pattern])
         .lines()
-        .filter(|k| cli(&["hget", k, "status"]).trim() == "held")
-        .filter_map(|k| k.rsplit(':').next().map(str::to_string))
+        .filter_map(|k| Some((k.rsplit(':').next()?.to_string(), cli(&["hget", k, "status"]).trim().to_string())))
         .collect()
 }
 
@@ -297,15 +313,34 @@ pub async fn check(
             format!("sale {code} in Postgres was never acknowledged"),
         );
     }
+    bad(
+        h.lost_holds.is_empty(),
+        format!(
+            "{} acknowledged holds were not found within their lifetime: {:?}",
+            h.lost_holds.len(),
+            &h.lost_holds[..h.lost_holds.len().min(3)]
+        ),
+    );
     for d in &h.differing {
         bad(false, format!("one purchase, two answers: {d}"));
     }
     let phantom_rows: Vec<&String> = attempts.iter().filter(|c| !h.checkouts.contains_key(*c)).collect();
     bad(phantom_rows.is_empty(), format!("{} checkout rows of failed answers: {:?}", phantom_rows.len(), phantom_rows));
-    let held = redis_held(redis_port, prefix);
-    let phantom_holds: Vec<&String> = held.iter().filter(|c| !h.checkouts.contains_key(*c)).collect();
-    bad(phantom_holds.is_empty(), format!("{} holds in Redis of failed answers", phantom_holds.len()));
-    bad(held.is_empty(), format!("{} holds still held after every hold expired", held.len()));
+    // A failed checkout's hold, if Redis ever placed it, must have been released (not left
+    // to be held, and then expire, or be bought).
+    let holds = redis_holds(redis_port, prefix);
+    let phantom_holds: Vec<(&String, &String)> =
+        holds.iter().filter(|(c, st)| !h.checkouts.contains_key(*c) && st.as_str() != "released").collect();
+    bad(
+        phantom_holds.is_empty(),
+        format!(
+            "{} holds in Redis of failed answers: {:?}",
+            phantom_holds.len(),
+            &phantom_holds[..phantom_holds.len().min(5)]
+        ),
+    );
+    let held = holds.values().filter(|st| st.as_str() == "held").count();
+    bad(held == 0, format!("{held} holds still held after every hold expired"));
     let n = |k: &str| status.get(k).and_then(|x| x.as_i64()).unwrap_or(-1);
     for (k, want) in [
         ("purchased_goods", sales.len()),
