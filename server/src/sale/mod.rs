@@ -369,6 +369,8 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
             return Ok(json_ok(&Purchased { message: "success", user, item }));
         }
         "CLAIMED" => {}
+        // Redis lost the sale again while it was being rebuilt: the code may well be live.
+        "REBUILD" => return Err(refusal("REBUILD")),
         _ => {
             metrics::counter!("sale_purchases_total", "result" => "invalid").increment(1);
             return Err(invalid());

@@ -59,7 +59,7 @@ pub struct History {
     /// Two different 200 bodies for one code.
     pub differing: Vec<String>,
     /// Acknowledged holds that a purchase found missing well within their lifetime.
-    pub lost_holds: Vec<String>,
+    pub lost_holds: Vec<(String, String)>,
 }
 
 impl History {
@@ -143,7 +143,9 @@ impl Buyers {
                             let sent = acked_at.elapsed();
                             let r = post(&client, format!("{base}/purchase?code={code}")).await;
                             if matches!(r, Ok((404, _))) && sent < alive && not_found == 0 {
-                                h.lost_holds.push(format!("{code} (404 {} ms after its 200)", sent.as_millis()));
+                                let at = t0.elapsed().as_secs_f64() - (acked_at.elapsed() - sent).as_secs_f64();
+                                let what = format!("404 at +{at:.2} s, {} ms after its 200", sent.as_millis());
+                                h.lost_holds.push((code.clone(), what));
                             }
                             h.note(format!("purchase {}", outcome(&r)));
                             match r {
@@ -313,13 +315,23 @@ pub async fn check(
             format!("sale {code} in Postgres was never acknowledged"),
         );
     }
+    let holds = redis_holds(redis_port, prefix);
+    let lost: Vec<String> = h
+        .lost_holds
+        .iter()
+        .take(3)
+        .map(|(code, what)| {
+            let redis = holds.get(code).map_or("none", String::as_str);
+            let sold = if in_db.contains_key(code.as_str()) { "sold" } else { "not sold" };
+            format!(
+                "{code}: {what}; Redis now {redis}; row {}; {sold}",
+                if attempts.contains(code) { "kept" } else { "gone" }
+            )
+        })
+        .collect();
     bad(
         h.lost_holds.is_empty(),
-        format!(
-            "{} acknowledged holds were not found within their lifetime: {:?}",
-            h.lost_holds.len(),
-            &h.lost_holds[..h.lost_holds.len().min(3)]
-        ),
+        format!("{} acknowledged holds were not found within their lifetime: {lost:?}", h.lost_holds.len()),
     );
     for d in &h.differing {
         bad(false, format!("one purchase, two answers: {d}"));
@@ -328,7 +340,6 @@ pub async fn check(
     bad(phantom_rows.is_empty(), format!("{} checkout rows of failed answers: {:?}", phantom_rows.len(), phantom_rows));
     // A failed checkout's hold, if Redis ever placed it, must have been released (not left
     // to be held, and then expire, or be bought).
-    let holds = redis_holds(redis_port, prefix);
     let phantom_holds: Vec<(&String, &String)> =
         holds.iter().filter(|(c, st)| !h.checkouts.contains_key(*c) && st.as_str() != "released").collect();
     bad(
