@@ -145,10 +145,13 @@ async fn load(
     for (_, user, _, _) in &holds {
         *users.entry(user.clone()).or_default() += 1;
     }
-    tokio::time::timeout(REDIS_TIMEOUT * 10, sold.query_async::<()>(conn))
-        .await
-        .map_err(|_| busy())?
-        .map_err(redis_err)?;
+    // (An empty pipeline is an error in redis-rs: a sale with nothing ever sold sends none.)
+    if sold.cmd_iter().next().is_some() {
+        tokio::time::timeout(REDIS_TIMEOUT * 10, sold.query_async::<()>(conn))
+            .await
+            .map_err(|_| busy())?
+            .map_err(redis_err)?;
+    }
 
     let keep_until = w.end_ms + 86_400_000;
     let now = now_ms();
