@@ -44,6 +44,10 @@ fn clamp_i32(v: u64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
+/// A checkout past its script has this long to answer 200 (its row, its confirmation, perhaps
+/// a rebuild); then it is undone and answers 503. Below the request deadline, so that the
+/// deadline never cuts a checkout off halfway.
+const CHECKOUT_BUDGET: Duration = Duration::from_secs(6);
 /// How long the undo of a failed checkout waits for Redis to run its release: longer than
 /// a stall (a pause) that made the checkout itself time out.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
@@ -60,6 +64,7 @@ pub struct Sale {
     status: redis::Script,
     unlock: redis::Script,
     load: redis::Script,
+    forfeit: redis::Script,
 }
 
 /// The current sale: its id and window.
@@ -80,6 +85,7 @@ impl Sale {
             status: redis::Script::new(&scripts::status()),
             unlock: redis::Script::new(scripts::UNLOCK),
             load: redis::Script::new(scripts::LOAD),
+            forfeit: redis::Script::new(scripts::FORFEIT),
         }
     }
 }
@@ -133,25 +139,27 @@ fn refused(code: &'static str, message: &'static str) -> ApiError {
     ApiError::Conflict { code, message: message.into() }
 }
 
-/// What one run of the checkout script is about: the request's fixed arguments.
+/// One checkout's fixed arguments: its hold (code, user, item, expiry) in its sale window.
 struct Attempt<'a> {
     w: Window,
-    now: i64,
     code: &'a str,
     user: &'a str,
     item: &'a str,
+    /// When the hold expires (ms): in Redis and in its Postgres row alike.
+    exp: i64,
 }
 
 impl Attempt<'_> {
-    /// Runs the checkout script in `mode` (`new` or `confirm`, see [`scripts::checkout`]).
+    /// Runs the checkout script in `mode` (`new` or `confirm`, see [`scripts::checkout`]) at
+    /// the current time.
     async fn run(&self, state: &State, conn: &mut ConnectionManager, mode: &str) -> Result<String, ApiError> {
         let cfg = &state.cfg;
         let hold_ms = cfg.reservation_timeout_seconds * 1000;
         let mut inv = state.sale.checkout.prepare_invoke();
         inv.arg(&state.sale.prefix)
             .arg(&self.w.id)
-            .arg(self.now)
-            .arg(hold_ms)
+            .arg(now_ms())
+            .arg(self.exp)
             .arg(self.code)
             .arg(self.user)
             .arg(self.item)
@@ -162,10 +170,6 @@ impl Attempt<'_> {
             .arg(mode);
         let out: Vec<String> = invoke(inv, conn).await?;
         Ok(out.into_iter().next().unwrap_or_default())
-    }
-
-    fn expires_ms(&self, state: &State) -> i64 {
-        self.now + (state.cfg.reservation_timeout_seconds * 1000) as i64
     }
 }
 
@@ -183,22 +187,42 @@ fn refusal(verdict: &str) -> ApiError {
 pub async fn checkout(state: &State, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let user = sale_id_param(param(&req, "user_id"), "user_id")?;
     let item = sale_id_param(param(&req, "id"), "id")?;
-    let mut conn = redis_conn(state)?;
+    let conn = redis_conn(state)?;
+    // In a task of its own, so that a client that goes away (or the request deadline) cannot
+    // stop a checkout halfway: it either answers 200 or is undone.
+    let state = state.clone();
+    tokio::spawn(async move { decide(&state, conn, &user, &item).await })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(format!("checkout task: {e}").into())))
+}
+
+async fn decide(state: &State, mut conn: ConnectionManager, user: &str, item: &str) -> Result<Resp, ApiError> {
     let code = hex(&rand::random::<[u8; 16]>());
+    let hold_ms = (state.cfg.reservation_timeout_seconds * 1000) as i64;
     for attempt in 0..2 {
         let now = now_ms();
-        let a = Attempt { w: window(state, now), now, code: &code, user: &user, item: &item };
+        let a = Attempt { w: window(state, now), code: &code, user, item, exp: now + hold_ms };
         let verdict = match a.run(state, &mut conn, "new").await {
             Ok(v) => v,
             Err(e) => {
                 // Timed out or failed: the script may still run (Redis paused or slow).
-                undo_later(state, &conn, &code, None);
+                undo_later(state, &conn, &a, false);
                 return Err(e);
             }
         };
         metrics::counter!("sale_checkouts_total", "result" => verdict_label(&verdict)).increment(1);
         match verdict.as_str() {
-            "OK" => return record_hold(state, &mut conn, &a).await,
+            "OK" => {
+                // Everything from here has a budget below the request deadline; past it the
+                // checkout is undone and answers 503.
+                return match tokio::time::timeout(CHECKOUT_BUDGET, record_hold(state, &mut conn, &a)).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        undo_later(state, &conn, &a, true);
+                        Err(refusal("REBUILD"))
+                    }
+                };
+            }
             "REBUILD" if attempt == 0 => rebuild::run(state, &mut conn, &a.w).await?,
             v => return Err(refusal(v)),
         }
@@ -228,14 +252,14 @@ async fn record_hold(state: &State, conn: &mut ConnectionManager, a: &Attempt<'_
     let recorded: Result<(), ApiError> = async {
         let (shard, _gate) = state.ring.write_shard(a.item).await?;
         let pool = &state.pools.get(shard).primary;
-        let insert = store::record_attempt(pool, a.code, &a.w.id, a.user, a.item, a.expires_ms(state));
+        let insert = store::record_attempt(pool, a.code, &a.w.id, a.user, a.item, a.exp);
         db::run(state, shard, Target::Primary, insert).await?;
         Ok(())
     }
     .await;
     if let Err(e) = recorded {
         // The INSERT's outcome may be unknown: forget the row too.
-        undo_later(state, conn, a.code, Some(a.item));
+        undo_later(state, conn, a, true);
         return Err(e);
     }
     let mut rebuilt = false;
@@ -262,11 +286,11 @@ async fn record_hold(state: &State, conn: &mut ConnectionManager, a: &Attempt<'_
     match verdict {
         Ok(v) if v == "OK" => {}
         Ok(v) => {
-            undo_later(state, conn, a.code, Some(a.item));
+            undo_later(state, conn, a, true);
             return Err(refusal(&v));
         }
         Err(e) => {
-            undo_later(state, conn, a.code, Some(a.item));
+            undo_later(state, conn, a, true);
             return Err(e);
         }
     }
@@ -278,30 +302,36 @@ async fn record_hold(state: &State, conn: &mut ConnectionManager, a: &Attempt<'_
     Result::Ok(json_ok(&Ok { message: "success", code: a.code }))
 }
 
-/// Undoes a checkout that did not answer 200, in the background: deletes its Postgres row
-/// (when `item` says where it may be) and then releases its hold in Redis. The release goes
-/// down the same multiplexed connection as the checkout's script, so a script that Redis
-/// runs late (after a pause) is released right after it runs. Both steps are idempotent and
-/// retried for a while when they fail.
-fn undo_later(state: &State, conn: &ConnectionManager, code: &str, item: Option<&str>) {
-    let (state, mut conn, code, item) = (state.clone(), conn.clone(), code.to_owned(), item.map(str::to_owned));
+/// Undoes a checkout that did not answer 200, in the background: marks its Postgres row
+/// undone (when `row` says it may exist) and then releases its hold in Redis.
+///
+/// The row is marked by an upsert on its code, not deleted: an INSERT whose outcome was
+/// unknown may still be running, and the upsert waits for it (or makes it fail), where a
+/// DELETE would not see it and the INSERT would commit afterwards. A rebuild ignores undone
+/// rows. The release goes down the same multiplexed connection as the checkout's script, so
+/// a script that Redis runs late (after a pause) is released right after it runs; for a hold
+/// Redis does not know it leaves a tombstone that a rebuild in flight respects. Both steps
+/// are idempotent and retried with back-off for about 25 s.
+fn undo_later(state: &State, conn: &ConnectionManager, a: &Attempt<'_>, row: bool) {
+    let (state, mut conn) = (state.clone(), conn.clone());
+    let (code, sale, user, item) = (a.code.to_owned(), a.w.id.clone(), a.user.to_owned(), a.item.to_owned());
+    let record_ms = state.cfg.reservation_timeout_seconds * 1000 + 86_400_000;
     metrics::counter!("sale_checkout_undos_total").increment(1);
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
         for _ in 0..10 {
-            let forgotten = match &item {
-                None => true,
-                Some(item) => async {
-                    let (shard, _gate) = state.ring.write_shard(item).await.ok()?;
+            let forgotten = !row
+                || async {
+                    let (shard, _gate) = state.ring.write_shard(&item).await.ok()?;
                     let pool = &state.pools.get(shard).primary;
-                    db::run(&state, shard, Target::Primary, store::forget_attempt(pool, &code)).await.ok()
+                    let undo = store::undo_attempt(pool, &code, &sale, &user, &item);
+                    db::run(&state, shard, Target::Primary, undo).await.ok()
                 }
                 .await
-                .is_some(),
-            };
+                .is_some();
             if forgotten {
                 let mut inv = state.sale.release.prepare_invoke();
-                inv.arg(&state.sale.prefix).arg(&code);
+                inv.arg(&state.sale.prefix).arg(&code).arg(record_ms);
                 let released = tokio::time::timeout(RELEASE_WAIT, inv.invoke_async::<i64>(&mut conn)).await;
                 if matches!(released, Ok(Ok(_))) {
                     return;
@@ -341,10 +371,20 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
     if !is_code(&code) {
         return Err(ApiError::bad_request("INVALID_CODE", "code must be 32 lowercase hex digits"));
     }
+    let conn = redis_conn(state)?;
+    // In a task of its own, like a checkout: a claimed hold is never left halfway bought by a
+    // client that went away (a retry would finish it, but nobody may retry).
+    let state = state.clone();
+    tokio::spawn(async move { buy(&state, conn, &code).await })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(format!("purchase task: {e}").into())))
+}
+
+async fn buy(state: &State, mut conn: ConnectionManager, code: &str) -> Result<Resp, ApiError> {
+    let code = code.to_owned();
     // Well formed but not (or no longer) held: the reservation is not there.
     let invalid =
         || ApiError::not_found("RESERVATION_NOT_FOUND", "no live reservation with this code (unknown or expired)");
-    let mut conn = redis_conn(state)?;
     let mut out: Vec<String> = Vec::new();
     for attempt in 0..2 {
         let now = now_ms();
@@ -388,6 +428,7 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
         refusal @ (store::Ticket::SoldOut | store::Ticket::UserLimit) => {
             metrics::counter!("sale_purchases_total", "result" => "refused_by_stock").increment(1);
             tracing::warn!(code = %code, ?refusal, "Redis let a purchase through that the Postgres stock refuses");
+            forfeit(state, &mut conn, &code, "").await;
             return Err(if refusal == store::Ticket::SoldOut {
                 refused("SOLD_OUT", "sale sold out")
             } else {
@@ -401,27 +442,38 @@ pub async fn purchase(state: &State, req: Request<Incoming>) -> Result<Resp, Api
     let done = db::run(state, shard, Target::Primary, store::insert_sale(pool, item, &code, sid, user)).await;
     drop(gate);
     match done {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(None) => {}
+        Ok(Some(other)) => {
             metrics::counter!("sale_purchases_total", "result" => "sold_elsewhere").increment(1);
             let pool = &state.pools.get(home).primary;
             if let Err(e) = db::run(state, home, Target::Primary, store::return_ticket(pool, &code)).await {
                 // The stock then counts one item too many: the sale may sell one fewer.
                 tracing::warn!(code = %code, error = ?e, "could not return the ticket of a refused purchase");
             }
+            forfeit(state, &mut conn, &code, &other).await;
             return Err(refused("ITEM_SOLD", "item already sold"));
         }
         // Unknown outcome: the hold stays claimed, so the same code can be retried.
         Err(e @ DbFail::Unavailable(_)) | Err(e @ DbFail::Sql(..)) => return Err(e.into()),
     }
     let mut inv = state.sale.finalize.prepare_invoke();
-    inv.arg(&state.sale.prefix).arg(&code).arg(item).arg(sid);
+    inv.arg(&state.sale.prefix).arg(&code).arg(item).arg(sid).arg(user);
     if let Err(e) = invoke::<i64>(inv, &mut conn).await {
         // The sale is committed: answer 200. Redis catches up on the next rebuild.
         tracing::warn!(code = %code, error = %e, "sale committed but not marked in Redis");
     }
     metrics::counter!("sale_purchases_total", "result" => "ok").increment(1);
     Ok(json_ok(&Purchased { message: "success", user, item }))
+}
+
+/// Gives a claimed hold back after Postgres refused its purchase (best effort: a Redis that
+/// cannot take it now learns it at the next rebuild). `other`: the code the item was sold with.
+async fn forfeit(state: &State, conn: &mut ConnectionManager, code: &str, other: &str) {
+    let mut inv = state.sale.forfeit.prepare_invoke();
+    inv.arg(&state.sale.prefix).arg(code).arg(other);
+    if let Err(e) = invoke::<i64>(inv, conn).await {
+        tracing::warn!(code = %code, error = ?e, "could not give back the hold of a refused purchase");
+    }
 }
 
 pub async fn status(state: &State) -> Result<Resp, ApiError> {

@@ -1,14 +1,13 @@
 //! Rebuilding a sale's Redis state from Postgres, the source of truth, when Redis lost it
-//! (restart, flush) or a new sale window starts: every item ever sold, and for the current
-//! sale its purchases (per user), its live holds (attempts not expired and not bought) and
-//! its counters. One worker rebuilds (a lock that expires, held by a random token); the
+//! (restart, flush) or a new sale window starts: the current sale's purchases (its items
+//! sold, per user), its live holds (attempts not expired, not undone and not bought) and its
+//! counters. Its cost grows with the sale, not with every sale before it: an item sold in an
+//! earlier sale is refused by Postgres at purchase (its primary key), and Redis learns it then. One worker rebuilds (a lock that expires, held by a random token); the
 //! others wait for it, then answer 503. The state is written by one script that checks the
 //! lock is still this rebuild's, so a rebuild that read Postgres before Redis lost its data
 //! again never writes that older state. Checkouts and purchases wait for `ready`, so nothing
 //! is decided on a half-loaded state. The failed_* counters are not durable and restart from
 //! zero.
-
-use std::collections::HashMap;
 
 use redis::aio::ConnectionManager;
 
@@ -29,6 +28,15 @@ fn redis_err(e: impl std::fmt::Display) -> ApiError {
 /// # Errors
 /// 503 while another worker rebuilds, when a shard or Redis fails.
 pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result<(), ApiError> {
+    // In a task of its own: a request that goes away must not leave the lock taken and the
+    // sale unloaded behind it.
+    let (st, mut c, win) = (state.clone(), conn.clone(), w.clone());
+    tokio::spawn(async move { rebuild(&st, &mut c, &win).await })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(format!("sale rebuild task: {e}").into())))
+}
+
+async fn rebuild(state: &State, conn: &mut ConnectionManager, w: &Window) -> Result<(), ApiError> {
     let p = &state.sale.prefix;
     let lock = format!("{p}{}:rebuild", w.id);
     let ready = format!("{p}{}:ready", w.id);
@@ -40,11 +48,12 @@ pub async fn run(state: &State, conn: &mut ConnectionManager, w: &Window) -> Res
         // that live checkouts have already moved (their Postgres rows may not exist yet).
         let mut exists = redis::cmd("EXISTS");
         exists.arg(&ready);
-        let already: i64 = tokio::time::timeout(REDIS_TIMEOUT, exists.query_async(conn))
-            .await
-            .map_err(|_| busy())?
-            .map_err(redis_err)?;
-        let loaded = if already == 1 { Ok(true) } else { load(state, conn, w, &lock, &token).await };
+        let loaded = match tokio::time::timeout(REDIS_TIMEOUT, exists.query_async::<i64>(conn)).await {
+            Ok(Ok(1)) => Ok(true),
+            Ok(Ok(_)) => load(state, conn, w, &lock, &token).await,
+            Ok(Err(e)) => Err(redis_err(e)),
+            Err(_) => Err(busy()),
+        };
         release_lock(&state.sale.unlock, conn, &lock, &token).await;
         if loaded? {
             return Ok(());
@@ -113,80 +122,50 @@ async fn load(
         Ok::<_, db::DbFail>((sales, holds, attempts))
     }))
     .await;
-    let mut users: HashMap<String, i64> = HashMap::new();
     let mut attempts_total = 0i64;
     let (mut bought, mut holds) = (Vec::new(), Vec::new());
-    // Every item ever sold: written first, in any order (the sold set only grows).
-    let mut sold = redis::pipe();
     for r in per_shard {
         let (sales, live, attempts) = r.map_err(ApiError::from)?;
         attempts_total += attempts;
         holds.extend(live);
-        for (item, code, sale_id, user) in sales {
-            sold.hset(format!("{p}sold"), &item, &code).ignore();
-            if sale_id == w.id {
-                *users.entry(user.clone()).or_default() += 1;
-                bought.push((code, user, item));
-            }
-        }
-    }
-    // Never more than the sale's items: purchases first (committed, and bounded by the
-    // stock count in Postgres), then the oldest holds. More live holds than that means
-    // some were recorded without a fence; the newest are not loaded (their purchase then
-    // answers 404) and the count is logged.
-    let room = (state.cfg.sale_items as usize).saturating_sub(bought.len());
-    if holds.len() > room {
-        holds.sort_by_key(|h| h.3);
-        let dropped = holds.len() - room;
-        holds.truncate(room);
-        tracing::error!(sale = %w.id, dropped, "sale rebuild: more live holds than items; the newest were not loaded");
-        metrics::counter!("sale_rebuild_holds_dropped_total").increment(dropped as u64);
-    }
-    for (_, user, _, _) in &holds {
-        *users.entry(user.clone()).or_default() += 1;
-    }
-    // (An empty pipeline is an error in redis-rs: a sale with nothing ever sold sends none.)
-    if sold.cmd_iter().next().is_some() {
-        tokio::time::timeout(REDIS_TIMEOUT * 10, sold.query_async::<()>(conn))
-            .await
-            .map_err(|_| busy())?
-            .map_err(redis_err)?;
+        bought.extend(sales.into_iter().map(|(item, code, _, user)| (code, user, item)));
     }
 
+    // Never more than the sale's items: purchases first (committed, and bounded by the stock
+    // count in Postgres), then the oldest holds (the script stops at the sale's items).
+    holds.sort_by_key(|h| h.3);
     let keep_until = w.end_ms + 86_400_000;
-    let now = now_ms();
-    let (purchased, taken) = (bought.len(), bought.len() + holds.len());
     let mut inv = state.sale.load.prepare_invoke();
     inv.arg(p)
         .arg(&w.id)
         .arg(lock)
         .arg(token)
         .arg(keep_until)
-        .arg(now)
-        .arg(taken)
+        .arg(now_ms())
         .arg(attempts_total)
-        .arg(purchased)
+        .arg(state.cfg.sale_items)
         .arg(bought.len())
-        .arg(holds.len())
-        .arg(users.len());
+        .arg(holds.len());
     for (code, user, item) in &bought {
         inv.arg(code).arg(user).arg(item);
     }
     for (code, user, item, exp) in &holds {
         inv.arg(code).arg(user).arg(item).arg(*exp);
     }
-    for (user, n) in &users {
-        inv.arg(user).arg(*n);
-    }
-    let written: i64 = tokio::time::timeout(REDIS_TIMEOUT * 10, inv.invoke_async(conn))
+    let dropped: i64 = tokio::time::timeout(REDIS_TIMEOUT * 5, inv.invoke_async(conn))
         .await
         .map_err(|_| busy())?
         .map_err(redis_err)?;
-    if written == 0 {
+    if dropped < 0 {
         tracing::info!(sale = %w.id, "sale rebuild fenced out: Redis lost its data again while Postgres was read");
         return Ok(false);
     }
-    tracing::info!(sale = %w.id, purchased, live_holds = taken - purchased, ms = started.elapsed().as_millis() as u64, "sale state rebuilt from Postgres");
+    if dropped > 0 {
+        // The confirmation should make this impossible: holds recorded without one.
+        tracing::error!(sale = %w.id, dropped, "sale rebuild: more live holds than items; the newest were not loaded");
+        metrics::counter!("sale_rebuild_holds_dropped_total").increment(dropped as u64);
+    }
+    tracing::info!(sale = %w.id, purchased = bought.len(), live_holds = holds.len(), ms = started.elapsed().as_millis() as u64, "sale state rebuilt from Postgres");
     metrics::counter!("sale_rebuilds_total").increment(1);
     Ok(true)
 }

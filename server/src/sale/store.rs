@@ -24,8 +24,8 @@ pub async fn record_attempt(
     .map(|_| ())
 }
 
-/// Commits the sale. `Ok(true)`: this code owns the item's sale (now or from an earlier
-/// attempt with the same code); `Ok(false)`: the item was sold with another code.
+/// Commits the sale. `Ok(None)`: this code owns the item's sale (now or from an earlier
+/// attempt with the same code); `Ok(Some(other))`: the item was sold with another code.
 ///
 /// Two statements when the row exists: an `INSERT .. ON CONFLICT DO NOTHING` that waits for
 /// a concurrent insert of the same item sees its row only in a NEW statement's snapshot (in
@@ -36,7 +36,7 @@ pub async fn insert_sale(
     code: &str,
     sale_id: &str,
     user: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<String>, sqlx::Error> {
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO sales (item_id, code, sale_id, user_id) VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING RETURNING code",
@@ -48,11 +48,16 @@ pub async fn insert_sale(
     .fetch_optional(pool)
     .await?;
     if inserted.is_some() {
-        return Ok(true);
+        return Ok(None);
     }
     let owner: Option<String> =
         sqlx::query_scalar("SELECT code FROM sales WHERE item_id = $1").bind(item).fetch_optional(pool).await?;
-    Ok(owner.as_deref() == Some(code))
+    match owner {
+        Some(o) if o == code => Ok(None),
+        Some(o) => Ok(Some(o)),
+        // The conflict was on the code, not the item (it cannot be: codes are random).
+        None => Ok(Some(String::new())),
+    }
 }
 
 /// What the stock (on the sale's home shard) said to a purchase.
@@ -121,34 +126,50 @@ pub async fn return_ticket(pool: &PgPool, code: &str) -> Result<(), sqlx::Error>
     .map(|_| ())
 }
 
-/// Deletes the record of a hold whose checkout did not answer 200. Idempotent.
-pub async fn forget_attempt(pool: &PgPool, code: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM checkout_attempts WHERE code = $1").bind(code).execute(pool).await.map(|_| ())
+/// Marks the record of a hold whose checkout did not answer 200 as undone, creating it if it
+/// does not exist (yet): an INSERT of it still in flight then waits for this one, or fails.
+/// Idempotent.
+pub async fn undo_attempt(pool: &PgPool, code: &str, sale_id: &str, user: &str, item: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO checkout_attempts (code, sale_id, user_id, item_id, expires_at, undone)
+         VALUES ($1, $2, $3, $4, now(), true)
+         ON CONFLICT (code) DO UPDATE SET undone = true",
+    )
+    .bind(code)
+    .bind(sale_id)
+    .bind(user)
+    .bind(item)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// (item, code, sale id, user) of a sale; (code, user, item, expiry ms) of a live hold.
 pub type SaleRow = (String, String, String, String);
 pub type HoldRow = (String, String, String, i64);
 
-/// What a rebuild reads from one shard, in one snapshot (a REPEATABLE READ transaction): every
-/// sale on the shard, the sale's live holds (attempts not expired and not bought) and its
+/// What a rebuild reads from one shard, in one snapshot (a REPEATABLE READ transaction): the
+/// sale's purchases on the shard, its live holds (attempts not expired and not bought) and its
 /// count of attempts. One snapshot, because a purchase committing between two separate reads
 /// would be in neither (not yet sold in the first, no longer held in the second), and the
 /// rebuilt sale would have one more item free than it has.
 pub async fn snapshot(pool: &PgPool, sale_id: &str) -> Result<(Vec<SaleRow>, Vec<HoldRow>, i64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-    let sales = sqlx::query_as("SELECT item_id, code, sale_id, user_id FROM sales").fetch_all(&mut *tx).await?;
+    let sales = sqlx::query_as("SELECT item_id, code, sale_id, user_id FROM sales WHERE sale_id = $1")
+        .bind(sale_id)
+        .fetch_all(&mut *tx)
+        .await?;
     let holds = sqlx::query_as(
         "SELECT a.code, a.user_id, a.item_id, (extract(epoch from a.expires_at) * 1000)::bigint
          FROM checkout_attempts a
-         WHERE a.sale_id = $1 AND a.expires_at > now()
+         WHERE a.sale_id = $1 AND a.expires_at > now() AND NOT a.undone
            AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.code = a.code)",
     )
     .bind(sale_id)
     .fetch_all(&mut *tx)
     .await?;
-    let attempts = sqlx::query_scalar("SELECT count(*) FROM checkout_attempts WHERE sale_id = $1")
+    let attempts = sqlx::query_scalar("SELECT count(*) FROM checkout_attempts WHERE sale_id = $1 AND NOT undone")
         .bind(sale_id)
         .fetch_one(&mut *tx)
         .await?;

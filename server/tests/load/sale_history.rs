@@ -117,11 +117,14 @@ impl Buyers {
                 // A purchase sent this soon after its checkout's 200 must find the hold.
                 let alive = Duration::from_secs(spec.hold_secs).saturating_sub(Duration::from_millis(300));
                 tokio::spawn(async move {
-                    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                    // Longer than the server's own deadline: every answer is seen.
+                    let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
                     let mut h = History::default();
                     while !stop.load(Ordering::Relaxed) {
                         let user = format!("{name}u{}", rand::random::<u64>() as usize % users);
                         let item = format!("{name}i{}", rand::random::<u64>() as usize % catalogue);
+                        // The hold's lifetime runs from (before) the checkout's start.
+                        let asked_at = Instant::now();
                         let r = post(&client, format!("{base}/checkout?user_id={user}&id={item}")).await;
                         h.note(format!("checkout {}", outcome(&r)));
                         let Ok((200, body)) = r else {
@@ -131,7 +134,6 @@ impl Buyers {
                         let v: sonic_rs::Value = sonic_rs::from_str(&body).unwrap();
                         let code = v.get("code").and_then(|c| c.as_str()).unwrap().to_string();
                         h.checkouts.insert(code.clone(), (user, item));
-                        let acked_at = Instant::now();
                         if rand::random::<u8>() % 10 >= 8 {
                             continue;
                         }
@@ -140,11 +142,14 @@ impl Buyers {
                         // idempotent purchase allows; a second try after a 200 must repeat it.
                         let (mut settled, mut not_found) = (false, 0);
                         for attempt in 0..40 {
-                            let sent = acked_at.elapsed();
+                            let (sent, at) = (asked_at.elapsed(), t0.elapsed());
                             let r = post(&client, format!("{base}/purchase?code={code}")).await;
                             if matches!(r, Ok((404, _))) && sent < alive && not_found == 0 {
-                                let at = t0.elapsed().as_secs_f64() - (acked_at.elapsed() - sent).as_secs_f64();
-                                let what = format!("404 at +{at:.2} s, {} ms after its 200", sent.as_millis());
+                                let what = format!(
+                                    "purchase sent at +{:.2} s, {} ms after its checkout, answered 404",
+                                    at.as_secs_f64(),
+                                    sent.as_millis()
+                                );
                                 h.lost_holds.push((code.clone(), what));
                             }
                             h.note(format!("purchase {}", outcome(&r)));
@@ -215,11 +220,12 @@ async fn postgres(pools: &[sqlx::PgPool], name: &str) -> (Vec<(String, String, S
                 .await
                 .unwrap();
         sales.extend(rows);
-        let codes: Vec<(String,)> = sqlx::query_as("select code from checkout_attempts where sale_id like $1")
-            .bind(&pattern)
-            .fetch_all(pool)
-            .await
-            .unwrap();
+        let codes: Vec<(String,)> =
+            sqlx::query_as("select code from checkout_attempts where sale_id like $1 and not undone")
+                .bind(&pattern)
+                .fetch_all(pool)
+                .await
+                .unwrap();
         attempts.extend(codes.into_iter().map(|c| c.0));
     }
     let tickets: i64 = sqlx::query_scalar("select count(*) from sale_tickets where sale_id like $1")

@@ -1,0 +1,1 @@
+ALTER TABLE checkout_attempts DROP COLUMN IF EXISTS undone;
