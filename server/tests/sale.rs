@@ -425,3 +425,37 @@ async fn a_checkout_that_timed_out_leaves_no_hold_when_redis_runs_it_late() {
     // The items are free for the next buyer.
     assert_eq!(post(&app, &format!("/checkout?user_id=v{t}&id=i{t}-late-a")).await.0, 200);
 }
+
+/// Sets every key of the test's sale matching `pattern` (after the prefix) to 0 in Redis.
+fn zero_keys(t: &str, pattern: &str) {
+    let keys = std::process::Command::new("redis-cli")
+        .args(["--scan", "--pattern", &format!("t{t}:sale:{pattern}")])
+        .output()
+        .unwrap();
+    for k in String::from_utf8_lossy(&keys.stdout).lines() {
+        std::process::Command::new("redis-cli").args(["set", k, "0"]).output().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_purchase_past_the_stock_or_the_limit_whatever_redis_says() {
+    let (app, t) = sale_app(&[("SALE_ITEMS", "2".into()), ("SALE_USER_LIMIT", "1".into())]).await;
+    for i in 0..2 {
+        let (st, c) = post(&app, &format!("/checkout?user_id=u{t}-{i}&id=i{t}-{i}")).await;
+        assert_eq!(st, 200);
+        assert_eq!(post(&app, &format!("/purchase?code={}", s(&c, "code"))).await.0, 200);
+    }
+    // Redis forgets the sale's counters (as a wrong or partly lost Redis would): it lets a
+    // third buyer, and a second purchase of the first buyer, through.
+    zero_keys(&t, "*:taken");
+    zero_keys(&t, "*:user:*");
+    let (st, c) = post(&app, &format!("/checkout?user_id=u{t}-2&id=i{t}-2")).await;
+    assert_eq!(st, 200, "Redis now believes there is room: {c:?}");
+    let (st, e) = post(&app, &format!("/purchase?code={}", s(&c, "code"))).await;
+    assert_eq!((st, s(&e, "code")), (409, "SOLD_OUT"), "the stock counted in Postgres refuses it");
+    let (st, c) = post(&app, &format!("/checkout?user_id=u{t}-0&id=i{t}-3")).await;
+    assert_eq!(st, 200, "{c:?}");
+    let (st, e) = post(&app, &format!("/purchase?code={}", s(&c, "code"))).await;
+    assert!(st == 409 && ["SOLD_OUT", "USER_LIMIT"].contains(&s(&e, "code")), "{st} {e:?}");
+    assert_eq!(sales_in_postgres(&format!("s{t}")).len(), 2, "never more sales than items");
+}

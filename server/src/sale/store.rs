@@ -71,9 +71,14 @@ pub enum Ticket {
     UserLimit,
 }
 
-/// Takes the purchase's ticket: in one statement, a row per code (a retry reuses it) and,
-/// for a new one, one more item counted against the sale's stock and the buyer's limit.
-/// The tables' CHECKs refuse it past either, so Postgres alone bounds the sale.
+/// Stripes of a sale's stock (fewer for a sale of fewer items). The pick below rotates over 16.
+const STRIPES: i32 = 16;
+
+/// Takes the purchase's ticket: a row per code (a retry finds it) counted, in the same
+/// statement, against one stripe of the sale's stock and against the buyer's limit. The
+/// stripe is one with room that no concurrent purchase holds (`FOR UPDATE SKIP LOCKED`), so
+/// purchases do not queue on one row; each stripe's CHECK and the buyer's CHECK refuse a count
+/// past its bound, so Postgres alone bounds the sale, whatever Redis said.
 pub async fn take_ticket(
     pool: &PgPool,
     code: &str,
@@ -83,39 +88,84 @@ pub async fn take_ticket(
     items: i32,
     user_limit: i32,
 ) -> Result<Ticket, sqlx::Error> {
-    let r = sqlx::query(
-        "WITH t AS (
-             INSERT INTO sale_tickets (code, sale_id, user_id, item_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (code) DO NOTHING RETURNING code),
-         s AS (
-             INSERT INTO sale_stock AS st (sale_id, items, sold) SELECT $2, $5, 1 FROM t
-             ON CONFLICT (sale_id) DO UPDATE SET sold = st.sold + 1 RETURNING sold),
-         b AS (
-             INSERT INTO sale_buyers AS sb (sale_id, user_id, user_limit, bought) SELECT $2, $3, $6, 1 FROM t
-             ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sb.bought + 1 RETURNING bought)
-         SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM b)",
-    )
-    .bind(code)
-    .bind(sale_id)
-    .bind(user)
-    .bind(item)
-    .bind(items)
-    .bind(user_limit)
-    .execute(pool)
-    .await;
-    match r {
-        Ok(_) => Ok(Ticket::Taken),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_stock_within_items") => Ok(Ticket::SoldOut),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_buyers_within_limit") => Ok(Ticket::UserLimit),
-        Err(e) => Err(e),
+    let spread = i32::from_str_radix(&code[..4], 16).unwrap_or(0);
+    for round in 0..100u64 {
+        let r = sqlx::query_scalar::<_, i64>(
+            "WITH pick AS (
+                 SELECT stripe FROM sale_stock WHERE sale_id = $2 AND sold < items
+                 ORDER BY (stripe + $7) % 16 LIMIT 1 FOR UPDATE SKIP LOCKED),
+             s AS (
+                 UPDATE sale_stock st SET sold = st.sold + 1 FROM pick
+                 WHERE st.sale_id = $2 AND st.stripe = pick.stripe RETURNING st.stripe),
+             t AS (
+                 INSERT INTO sale_tickets (code, sale_id, user_id, item_id, stripe)
+                 SELECT $1, $2, $3, $4, s.stripe FROM s RETURNING code),
+             b AS (
+                 INSERT INTO sale_buyers AS sb (sale_id, user_id, user_limit, bought) SELECT $2, $3, $6, 1 FROM t
+                 ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sb.bought + 1 RETURNING bought)
+             SELECT (SELECT count(*) FROM t) + 0 * (SELECT count(*) FROM b)",
+        )
+        .bind(code)
+        .bind(sale_id)
+        .bind(user)
+        .bind(item)
+        .bind(items)
+        .bind(user_limit)
+        .bind(spread)
+        .fetch_one(pool)
+        .await;
+        match r {
+            Ok(1) => return Ok(Ticket::Taken),
+            Ok(_) => {}
+            // The code has its ticket already (an earlier try): the statement rolled back.
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_tickets_pkey") => return Ok(Ticket::Taken),
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_buyers_within_limit") => {
+                return Ok(Ticket::UserLimit)
+            }
+            Err(e) => return Err(e),
+        }
+        // No stripe taken: the code's ticket exists, the sale has no stripes yet, it is sold
+        // out, or every stripe with room is held by a purchase in flight right now.
+        let (left, ours): (Option<i64>, bool) = sqlx::query_as(
+            "SELECT (SELECT sum(items - sold) FROM sale_stock WHERE sale_id = $2),
+                    EXISTS (SELECT 1 FROM sale_tickets WHERE code = $1)",
+        )
+        .bind(code)
+        .bind(sale_id)
+        .fetch_one(pool)
+        .await?;
+        match (ours, left) {
+            (true, _) => return Ok(Ticket::Taken),
+            (false, None) => ensure_stripes(pool, sale_id, items).await?,
+            (false, Some(0)) => return Ok(Ticket::SoldOut),
+            (false, Some(_)) => tokio::time::sleep(std::time::Duration::from_millis(1 + round.min(20))).await,
+        }
     }
+    Err(sqlx::Error::PoolTimedOut)
+}
+
+/// Creates a sale's stripes (once; concurrent callers agree): capacities adding up to `items`.
+async fn ensure_stripes(pool: &PgPool, sale_id: &str, items: i32) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sale_stock (sale_id, stripe, items, sold)
+         SELECT $1, g, $2 / k + (g < $2 % k)::int, 0
+         FROM (SELECT least($3, $2) AS k) n, generate_series(0, least($3, $2) - 1) g
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(sale_id)
+    .bind(items)
+    .bind(STRIPES)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// Gives a ticket back (its item turned out to be sold with another code). Idempotent.
 pub async fn return_ticket(pool: &PgPool, code: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "WITH t AS (DELETE FROM sale_tickets WHERE code = $1 RETURNING sale_id, user_id),
-         s AS (UPDATE sale_stock st SET sold = st.sold - 1 FROM t WHERE st.sale_id = t.sale_id),
+        "WITH t AS (DELETE FROM sale_tickets WHERE code = $1 RETURNING sale_id, user_id, stripe),
+         s AS (UPDATE sale_stock st SET sold = st.sold - 1 FROM t
+               WHERE st.sale_id = t.sale_id AND st.stripe = t.stripe),
          b AS (UPDATE sale_buyers sb SET bought = sb.bought - 1 FROM t
                WHERE sb.sale_id = t.sale_id AND sb.user_id = t.user_id)
          SELECT count(*) FROM t",
