@@ -200,6 +200,13 @@ start_pooler() {
   pooler_conf "$i"
   if pooler_up "$i"; then
     local pid; pid="$(port_pid "$port")"
+    if [ -n "$pid" ] && [ "$pid" != "$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)" ] \
+      && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/pgbouncer.ini"; then
+      # Ours, run from this very configuration, but its pid file was lost (a run killed
+      # halfway): adopt it rather than refuse the port.
+      echo "$pid" >"$dir/pgbouncer.pid"
+      log "pgbouncer-$i: adopted the running PgBouncer of this cluster (pid $pid)"
+    fi
     [ -n "$pid" ] && [ "$pid" = "$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)" ] \
       || die "port $port (for pgbouncer-$i) answers but is not our PgBouncer"
     # The template changed since it started: reload (SIGHUP), connections survive.

@@ -44,3 +44,23 @@ fn up_refuses_a_port_held_by_someone_else_and_names_it() {
     let _ = run("clean");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn up_adopts_its_own_pgbouncer_whose_pid_file_was_lost() {
+    // A run killed halfway can leave this cluster's PgBouncer running without its pid file;
+    // `up` must take it back (it runs from this cluster's own configuration), not refuse the
+    // port as someone else's.
+    let pidfile =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cluster/shard-3/pgbouncer/pgbouncer.pid");
+    let pid = std::fs::read_to_string(&pidfile).expect("the shared cluster's pgbouncer-3 pid file");
+    std::fs::remove_file(&pidfile).unwrap();
+    let out = Command::new(script()).arg("up").output().expect("run cluster.sh up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let back = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    if back.is_empty() {
+        std::fs::write(&pidfile, &pid).unwrap(); // leave the cluster as it was found
+    }
+    assert!(out.status.success(), "up refused its own PgBouncer:\n{err}");
+    assert_eq!(back.trim(), pid.trim(), "the running PgBouncer adopted: {err}");
+    assert!(err.contains("adopted"), "{err}");
+}
