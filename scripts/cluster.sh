@@ -201,7 +201,7 @@ start_pooler() {
   if pooler_up "$i"; then
     local pid; pid="$(port_pid "$port")"
     if [ -n "$pid" ] && [ "$pid" != "$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)" ] \
-      && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/pgbouncer.ini"; then
+      && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- " $dir/pgbouncer.ini "; then
       # Ours, run from this very configuration, but its pid file was lost (a run killed
       # halfway): adopt it rather than refuse the port.
       echo "$pid" >"$dir/pgbouncer.pid"

@@ -44,6 +44,10 @@ fn clamp_i32(v: u64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
+/// A checkout places no hold once it has waited this long (for a rebuild, a slow Redis), so
+/// that with [`CHECKOUT_BUDGET`] after it, every hold it places is answered within the request
+/// deadline (10 s).
+const START_BY: Duration = Duration::from_secs(3);
 /// A checkout past its script has this long to answer 200 (its row, its confirmation, perhaps
 /// a rebuild); then it is undone and answers 503. Below the request deadline, so that the
 /// deadline never cuts a checkout off halfway.
@@ -199,7 +203,12 @@ pub async fn checkout(state: &State, req: Request<Incoming>) -> Result<Resp, Api
 async fn decide(state: &State, mut conn: ConnectionManager, user: &str, item: &str) -> Result<Resp, ApiError> {
     let code = hex(&rand::random::<[u8; 16]>());
     let hold_ms = (state.cfg.reservation_timeout_seconds * 1000) as i64;
+    // No hold is placed past this point in time: the client's answer must still be awaited.
+    let started = tokio::time::Instant::now();
     for attempt in 0..2 {
+        if started.elapsed() > START_BY {
+            return Err(refusal("REBUILD"));
+        }
         let now = now_ms();
         let a = Attempt { w: window(state, now), code: &code, user, item, exp: now + hold_ms };
         let verdict = match a.run(state, &mut conn, "new").await {

@@ -60,12 +60,15 @@ async fn rebuild(state: &State, conn: &mut ConnectionManager, w: &Window) -> Res
         }
         metrics::counter!("sale_rebuilds_fenced_total").increment(1);
     }
-    // Another worker is rebuilding: wait (briefly) for it rather than refuse.
-    for _ in 0..150 {
+    // Another worker is rebuilding: wait (3 s at most, however slow Redis is) rather than refuse.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let mut exists = redis::cmd("EXISTS");
         exists.arg(&ready);
-        if let Ok(Ok(1)) = tokio::time::timeout(REDIS_TIMEOUT, exists.query_async::<i64>(conn)).await {
+        if let Ok(Ok(Ok(1))) =
+            tokio::time::timeout_at(until, tokio::time::timeout(REDIS_TIMEOUT, exists.query_async::<i64>(conn))).await
+        {
             return Ok(());
         }
     }

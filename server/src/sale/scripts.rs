@@ -158,18 +158,27 @@ for _ = 1, nb do
   purchased = purchased + 1
   i = i + 3
 end
+-- Holds bought after the snapshot first (they are purchases), then the live ones.
+local first = i
+for _ = 1, nh do
+  local code, user, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 4
+  local k = P .. 'hold:' .. code
+  if redis.call('HGET', k, 'status') == 'purchased' then
+    redis.call('HSET', k, 'user', user, 'item', item, 'sid', sid)
+    redis.call('PEXPIREAT', k, keep)
+    count(user)
+    purchased = purchased + 1
+  end
+end
+i = first
 for _ = 1, nh do
   local code, user, item, exp = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   local k = P .. 'hold:' .. code
   local st = redis.call('HGET', k, 'status')
-  if st == 'purchased' then
-    redis.call('HSET', k, 'user', user, 'item', item, 'sid', sid)
-    redis.call('PEXPIREAT', k, keep)
-    count(user)
-    purchased = purchased + 1
-  elseif st == 'released' or st == 'refused' then
-    -- undone after the snapshot: not a hold
+  if st == 'purchased' or st == 'released' or st == 'refused' then
+    -- bought (counted above) or undone after the snapshot: not a hold
   elseif taken >= items then
     dropped = dropped + 1
   else

@@ -122,6 +122,8 @@ pub async fn take_ticket(
             Err(sqlx::Error::Database(e)) if e.constraint() == Some("sale_buyers_within_limit") => {
                 return Ok(Ticket::UserLimit)
             }
+            // A deadlock with a ticket being given back (same code): that one wins; try again.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01") => continue,
             Err(e) => return Err(e),
         }
         // No stripe taken: the code's ticket exists, the sale has no stripes yet, it is sold
