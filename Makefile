@@ -1,6 +1,6 @@
 # shardgate: `make dev` starts the whole local cluster and the server; `make test` runs
 # every test against the real cluster (bringing it up first when needed).
-# Targets mirror seed 003's; `make help` lists them.
+# Targets mirror the Messenger Clone API's; `make help` lists them.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -219,10 +219,10 @@ loadtest-read: ## k6 read-heavy users mix (80% reads, 20% writes): 100 VUs, 60 s
 loadtest-write: ## k6 write-heavy users mix (~80% creates, updates, deletes): 100 VUs, 60 s
 	@PROFILE=write $(K6_USERS)
 
-loadtest-cache: ## k6 read-through cache hot path: GET /v1/users, 128 VUs, 60 s (seed 001's wrk -c128)
+loadtest-cache: ## k6 read-through cache hot path: GET /v1/users, 128 VUs, 60 s (hotcold-user-api's wrk -c128)
 	@PROFILE=load $(K6_RUN) loadtest/k6/cache-read.js
 
-loadtest-maxrate: ## Seed 000's finder: the highest constant rate of the presence mix with < 1% errors and avg < 100 ms
+loadtest-maxrate: ## The live user status server's finder: the highest constant rate of the presence mix with < 1% errors and avg < 100 ms
 	@BASE_URL=$${BASE_URL:-http://127.0.0.1:$(PORT)} loadtest/maxrate.sh
 
 loadtest-report: ## Path of the latest HTML report; opens it with xdg-open when there is a display
@@ -238,20 +238,20 @@ loadtest-clean: ## Remove every result under loadtest/results (k6 reports and be
 	  find "$(RESULTS)" -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf -- {} +; \
 	  echo "removed $$n entries from $(RESULTS)"
 
-loadtest-presence: ## k6 seed 000 mix (80% heartbeats over 10,000 users, 20% batches of 50), then 2,000 SSE subscribers held
+loadtest-presence: ## k6 mix of the live user status server (80% heartbeats over 10,000 users, 20% batches of 50), then 2,000 SSE subscribers held
 	@loadtest/k6.sh loadtest/k6/presence.js
 	@$(CARGO) build -q --release -p shardgate --examples
 	@target/release/examples/sse_fanout --base $${BASE_URL:-http://127.0.0.1:$(PORT)} --subscribers $${SUBSCRIBERS:-2000} --changes 10
 
-# Seed 004's script targets localhost:8080 and items item1..item500 as written, so this
+# The Flash Sale API's script targets localhost:8080 and items item1..item500 as written, so this
 # target runs its own server there, on a sale series of its own (SALE_NAME), after removing
 # that series' rows from earlier load-test runs: test data of the load test only, never a
 # real sale's.
 SALE_LT := loadtest-seed004
-loadtest-sale: build ## Seed 004's k6 script (unchanged; needs :8080 free) + a contention scenario
+loadtest-sale: build ## The Flash Sale API's k6 script (unchanged; needs :8080 free) + a contention scenario
 	@$(CLUSTER) up >/dev/null && $(BIN_RELEASE) migrate up >/dev/null
 	@if curl -sf -m 1 http://127.0.0.1:8080/health >/dev/null; then \
-	  echo "port 8080 is busy: seed 004's script targets localhost:8080 as written; stop that server (make down)"; exit 1; fi
+	  echo "port 8080 is busy: the Flash Sale API's script targets localhost:8080 as written; stop that server (make down)"; exit 1; fi
 	@for i in 0 1 2 3 4; do psql -X -q "postgres://postgres@127.0.0.1:544$$i/shardgate" \
 	  -c "DELETE FROM sales WHERE sale_id LIKE '$(SALE_LT)-%'" -c "DELETE FROM checkout_attempts WHERE sale_id LIKE '$(SALE_LT)-%'"; done
 	@mkdir -p $(LOGDIR)
@@ -259,7 +259,7 @@ loadtest-sale: build ## Seed 004's k6 script (unchanged; needs :8080 free) + a c
 	  trap 'kill -TERM $$pid; wait $$pid' EXIT; \
 	  for i in $$(seq 50); do curl -sf -m1 http://127.0.0.1:8080/health >/dev/null && break; sleep 0.2; done; \
 	  loadtest/k6.sh loadtest/k6/sale-seed004.js && \
-	  $(VENV)/bin/python -c 'import glob, json, sys; f = sorted(glob.glob("loadtest/results/sale-seed004-*.json"))[-1]; c = json.load(open(f))["metrics"]["checks"]; print("seed 004 script: %d checks passed, %d failed" % (c["passes"], c["fails"])); sys.exit(1 if c["fails"] else 0)' && \
+	  $(VENV)/bin/python -c 'import glob, json, sys; f = sorted(glob.glob("loadtest/results/sale-seed004-*.json"))[-1]; c = json.load(open(f))["metrics"]["checks"]; print("the Flash Sale API script: %d checks passed, %d failed" % (c["passes"], c["fails"])); sys.exit(1 if c["fails"] else 0)' && \
 	  loadtest/k6.sh loadtest/k6/sale-contention.js
 
 # One run: the machine's ceilings, then every endpoint family; report + charts in
@@ -274,7 +274,7 @@ bench: build venv-bench ## One benchmark run: ceilings (hello, /health, redis-be
 bench-compare: venv-bench ## Compare the two newest make bench runs (or A=<run folder> B=<run folder>)
 	@$(VENV)/bin/python loadtest/compare.py $(A) $(B)
 
-bench-10k: build ## Seed 003's headline: 10,000 keep-alive connections at 2,100 req/s (open model), p99 target < 10 ms
+bench-10k: build ## The Messenger Clone API's headline: 10,000 keep-alive connections at 2,100 req/s (open model), p99 target < 10 ms
 	$(call with_bench_server,loadtest/headline.sh)
 
 # Presence keys go under a prefix of their own (deleted at the end): the benchmark's 10,000

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The flash sale's figures (seed 004), measured in one run on this machine against a
+# The flash sale's figures (the Flash Sale API), measured in one run on this machine against a
 # shardgate that is already running (this script never starts one). Traffic goes to
 # 127.0.0.1 only and every part stops by itself.
 #

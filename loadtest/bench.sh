@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One benchmark run on this machine: the machine's ceilings first, then every endpoint
 # family, each figure beside the ceiling of the same machine measured in the same run
-# (DESIGN.md section 7). Everything targets 127.0.0.1 only and every part stops by itself.
+#. Everything targets 127.0.0.1 only and every part stops by itself.
 #
 #   loadtest/bench.sh                      # against a shardgate already on :8080
 #   DURATION=30s BASE=http://127.0.0.1:9090 loadtest/bench.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 003's headline on our box: 10,000 concurrent keep-alive connections at a constant
+# The Messenger Clone API's headline on our box: 10,000 concurrent keep-alive connections at a constant
 # 2,100 req/s (open model, coordinated-omission free: server/examples/openloop.rs) on
 # GET /api/v1/users/:id over 1,000 pre-created users. Target: p99 < 10 ms, 0 errors.
 # Traffic goes to 127.0.0.1 only; bounded by DURATION + WARMUP seconds.

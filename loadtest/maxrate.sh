@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 000's "maximum live users per second", measured: the highest constant arrival rate at
+# The live user status server's "maximum live users per second", measured: the highest constant arrival rate at
 # which a LOCAL shardgate holds the presence mix (loadtest/k6/presence.js: 80% heartbeats,
 # 20% status batches of 50 ids, every response checked) within the bar, found by a bounded
 # search of k6 runs (MODE=rate, through loadtest/k6.sh). The server must already run.
@@ -24,7 +24,7 @@
 # RESOLUTION below) is tried and, if it passes, reported instead. So at most MAX_STEPS + 2
 # runs, each STEP_DURATION plus ~10 s (k6 start, setup, graceful stop, report).
 #
-# "Live users per second": seed 000 claimed "300,000+ customers per minute"; a customer is
+# "Live users per second": the live user status server claimed "300,000+ customers per minute"; a customer is
 # live when its client's heartbeat (POST /heartbeat) lands. So live users per second =
 # heartbeats per second the server absorbs within the bar WHILE also serving the mix's
 # status batches (the heartbeat share, ~80%, of the confirmed run's achieved iterations/s;
@@ -311,10 +311,10 @@ say "best sustained rate: ${AT_LEAST}$(commas "$FINAL") iterations/s (= requests
 say "  achieved $(commas "$REQ_S") req/s total, avg $(printf '%.2f' "$M_AVG") ms, p99 $(printf '%.2f' "$M_P99") ms, errors $(awk -v a="$M_REQF" -v b="$M_CHKF" 'BEGIN { printf "%.2f", a + b }')%, dropped $(printf '%.2f' "$M_DROP")%"
 say "  of which $(commas "$HB_S") heartbeats/s (live users/s) and $(commas $((REQ_S - HB_S))) status batches/s ($(commas "$IDS_S") ids looked up/s)"
 say "  live user = one client heartbeat (POST /heartbeat) absorbed within the bar while the 20% status-batch share is served;"
-say "  per minute = x60 (seed 000's unit). With clients beating every 30 s that is ~$(commas $((HB_S * 30))) users online at once."
+say "  per minute = x60 (the live user status server's unit). With clients beating every 30 s that is ~$(commas $((HB_S * 30))) users online at once."
 say ""
 say "shardgate handles ${AT_LEAST:-up to }$(commas "$HB_S") live users per second ($(commas "$PER_MIN") per minute, $CMP) on this machine" \
-  "(seed 000 claimed 300,000+ per minute); total $(commas "$REQ_S") req/s."
+  "(the live user status server claimed 300,000+ per minute); total $(commas "$REQ_S") req/s."
 if ((HI > 0)); then
   say "what ran out at ${HI}/s ($HI_WHY): the server used ${HI_SRV}% of one core, the machine was ${HI_CPU}% busy (k6 and any other load included)."
   if [[ "$HI_SRV" =~ ^[0-9]+$ && "$HI_CPU" =~ ^[0-9]+$ ]] && ((HI_CPU >= 85 && HI_SRV < 50 * $(nproc))); then

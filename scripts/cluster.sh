@@ -6,7 +6,7 @@
 #   scripts/cluster.sh status   each piece up/down, replica lag; exit 1 if anything is down
 #   scripts/cluster.sh clean    down, then remove all cluster data (.cluster/)
 #
-# Topology (DESIGN.md section 1), for shard i = 0..SHARDS-1:
+# Topology, for shard i = 0..SHARDS-1:
 #   primary 127.0.0.1:544i, replica 127.0.0.1:545i (pg_basebackup -R, streaming), PgBouncer 127.0.0.1:643i
 #   Redis 127.0.0.1:6379 (reused when something already answers PING there)
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the path of Debian bookworm's PgBouncer 1.18 binary, unpacked (not installed) into
 # .tools/pgbouncer-1.18. Tests use it to prove the server refuses to start against a
-# transaction-mode PgBouncer older than 1.21 (DESIGN.md section 1).
+# transaction-mode PgBouncer older than 1.21.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="$ROOT/.tools/pgbouncer-1.18"

@@ -1,5 +1,5 @@
 // k6: the read-through cache (GET /v1/users?user_id=ID) against a LOCAL shardgate.
-// Seed 001's `wrk -t4 -c128 -d60s` with checks on every response.
+// hotcold-user-api's `wrk -t4 -c128 -d60s` with checks on every response.
 //
 //   loadtest/k6.sh cache-read                       # 128 VUs, 60 s (PROFILE=load, the default here)
 //   PROFILE=smoke loadtest/k6.sh cache-read         # 10 VUs, 15 s
@@ -10,7 +10,7 @@
 //
 // setup(): checks /health and that the endpoint exists, creates USERS (200) users through
 // POST /api/v1/users/ with ids `kc-<tag>-<n>` (tag: 4 random base36 chars; short ids, as
-// seed 001's were), then reads each one once so it is in the cache.
+// hotcold-user-api's were), then reads each one once so it is in the cache.
 // default: each iteration is ONE GET /v1/users?user_id=..., closed loop (no think time):
 //   ~98%  a random id of that set: 200, message "ok:redis", cache_hit true, the same
 //         user_id, deeplink and promo_message as created, metadata.version "v1"
@@ -59,7 +59,7 @@ if (!(W_MISSING >= 0 && W_INVALID >= 0 && W_MISSING + W_INVALID <= 100)) {
 }
 checkRunTag();
 
-// The endpoint's id rule: the users API's (seed 001 allowed 20 characters).
+// The endpoint's id rule: the users API's (hotcold-user-api allowed 20 characters).
 const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 // Every status that is an answer of the contract; a read of a cached user narrows it to 200.

@@ -3,7 +3,7 @@
 //   PROFILE=load loadtest/k6.sh pagination        # 10 VUs, 60 s (also the default without PROFILE)
 //   PROFILE=smoke loadtest/k6.sh pagination       # 2 VUs, 15 s
 //   VUS=4 DURATION=30s PAGES=100 loadtest/k6.sh pagination
-//   MODE=offset loadtest/k6.sh pagination         # seed 003's OFFSET paging, for comparison
+//   MODE=offset loadtest/k6.sh pagination         # the Messenger Clone API's OFFSET paging, for comparison
 //
 // setup(): checks /health, then creates SEED_USERS (default PAGES x LIMIT = 5,000) users
 // `kp-<tag>-<n>` through POST /api/v1/users/ (50 at a time), so the walk has that depth

@@ -1,5 +1,5 @@
-// k6: live presence (seed 000's API) against a LOCAL shardgate: heartbeats and status
-// batches in seed 000's Go load tester mix, with checks on every response.
+// k6: live presence (the live user status server's API) against a LOCAL shardgate: heartbeats and status
+// batches in the live user status server's Go load tester mix, with checks on every response.
 //
 //   loadtest/k6.sh presence                          # PROFILE=smoke: 10 VUs, 30 s (the default)
 //   PROFILE=load loadtest/k6.sh presence             # 100 VUs, 60 s

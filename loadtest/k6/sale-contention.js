@@ -1,4 +1,4 @@
-// k6: the flash sale under contention (seed 004) against a LOCAL shardgate: many buyers,
+// k6: the flash sale under contention (the Flash Sale API) against a LOCAL shardgate: many buyers,
 // few items. Every item can be sold only once ever, so every run uses fresh item ids.
 //
 //   PROFILE=load loadtest/k6.sh sale-contention      # 200 VUs, 60 s (also the default without PROFILE)

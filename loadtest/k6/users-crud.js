@@ -1,5 +1,5 @@
 // k6: the users API (/api/v1/users) against a LOCAL shardgate, checking status codes and
-// bodies. Seed 003's load profiles and mixes in one script.
+// bodies. The Messenger Clone API's load profiles and mixes in one script.
 //
 //   loadtest/k6.sh users-crud                              # PROFILE=smoke: 10 VUs, 30 s
 //   PROFILE=load loadtest/k6.sh users-crud                 # 100 VUs, 60 s
@@ -61,7 +61,7 @@
 //   soak also gets one p(99) < P99_MS threshold per minute (trend soak_req_duration, tag
 //   minute), so drift over time shows line by line in the summary.
 // Reported, not thresholds: stale_reads (a read of a VU's own user that returned an older
-// first_name than its last write: replica lag, which DESIGN.md allows within a bound),
+// first_name than its last write: replica lag, which allows within a bound),
 // cache_hits (share of 200 reads by id answered with X-Cache: hit), http_reqs per op (the
 // realised mix).
 // Other env: BASE_URL (default http://127.0.0.1:8080; localhost only), LIMIT (page size, 20),
@@ -415,7 +415,7 @@ function flow() {
     'flow patch: updated_at moved forward': () => pu !== null && typeof pu.updated_at === 'string' && pu.updated_at > c.user.updated_at,
   });
 
-  // PUT is partial too (DESIGN.md section 5: the seed's PUT erased omitted fields).
+  // PUT is partial too (: the seed's PUT erased omitted fields).
   const put = { name: `Put${__VU} Flow ${__ITER}`, promo_message: `put ${__ITER}` };
   const q = sent(http.put(`${API}${id}`, JSON.stringify(put), params('update', 'PUT /api/v1/users/:id')));
   const qu = body(q);

@@ -1,4 +1,4 @@
--- wrk: the flash sale's POST /checkout and POST /purchase (seed 004), three modes chosen by
+-- wrk: the flash sale's POST /checkout and POST /purchase (the Flash Sale API), three modes chosen by
 -- the first script argument. loadtest/bench-sale.sh runs all three.
 --
 --   contend: checkouts under contention, a random user and a random item per request

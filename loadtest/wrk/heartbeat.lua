@@ -1,4 +1,4 @@
--- wrk: seed 000's heartbeat, POST /heartbeat {"userId":"<prefix>-<n>"} for a random n of USERS.
+-- wrk: the live user status server's heartbeat, POST /heartbeat {"userId":"<prefix>-<n>"} for a random n of USERS.
 --   wrk -t2 -c128 -d10s --latency -s loadtest/wrk/heartbeat.lua http://127.0.0.1:8080/heartbeat -- PREFIX USERS
 -- Counts non-200 answers itself (printed at the end) besides wrk's own non-2xx count.
 local prefix, users

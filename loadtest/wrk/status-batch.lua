@@ -1,4 +1,4 @@
--- wrk: seed 000's batch status, POST /status {"userIds":[...]} with BATCH random ids of USERS.
+-- wrk: the live user status server's batch status, POST /status {"userIds":[...]} with BATCH random ids of USERS.
 --   wrk -t2 -c128 -d10s --latency -s loadtest/wrk/status-batch.lua http://127.0.0.1:8080/status -- PREFIX USERS BATCH
 -- Bodies are built ahead (256 of them) so the generator spends its time sending, not concatenating.
 local bodies = {}

@@ -114,7 +114,7 @@ pub enum ReshardCommand {
 pub enum MigrateCommand {
     /// Apply every pending migration on every shard (idempotent).
     Up,
-    /// Same as `up` (seed 003's `migrate-latest`).
+    /// Same as `up` (the Messenger Clone API's `migrate-latest`).
     Latest,
     /// Revert the newest applied migration on every shard.
     Down,

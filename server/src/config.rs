@@ -18,7 +18,7 @@ use sharding::Topology;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the HTTP/gRPC port binds. Env `SHARDGATE_LISTEN`, or `PORT` (seed 003) for
+    /// Address the HTTP/gRPC port binds. Env `SHARDGATE_LISTEN`, or `PORT` (the Messenger Clone API) for
     /// the port alone.
     pub listen: SocketAddr,
     /// Worker processes sharing the port with SO_REUSEPORT; 0 = one per CPU. Env `WORKERS`.
@@ -45,7 +45,7 @@ pub struct Config {
     /// A replica further behind than this is skipped for reads. Env `MAX_REPLICA_LAG_MS`.
     pub max_replica_lag_ms: u64,
     /// Deadline of a user lookup (`GET /v1/users`, `GET /api/v1/users/:id`), cache and
-    /// database included, as in seed 001. Env `REQUEST_TIMEOUT_MS`.
+    /// database included, as in hotcold-user-api. Env `REQUEST_TIMEOUT_MS`.
     pub request_timeout_ms: u64,
     /// Deadline of every other request (writes, lists, stats); past it the client gets
     /// 504 `REQUEST_TIMEOUT`. Env `LONG_REQUEST_TIMEOUT_MS`.
@@ -77,12 +77,12 @@ pub struct Config {
     /// Name of the sale series; sale ids are `<name>-<window start unix>`. Env `SALE_NAME`.
     pub sale_name: String,
     /// Presence: a heartbeat keeps a user ONLINE this long; the sweeper publishes OFFLINE
-    /// within about a second after. Env `USER_STATUS_TTL` (seed 002: `30s`; `ms`, `s`,
+    /// within about a second after. Env `USER_STATUS_TTL` (the user online status design: `30s`; `ms`, `s`,
     /// `m`, `h` or bare seconds).
     pub presence_ttl_ms: u64,
     /// What clients are told: heartbeat again within this. Env `HEARTBEAT_INTERVAL` (`15s`).
     pub presence_heartbeat_interval_ms: u64,
-    /// AWAY lasts this long without activity, then OFFLINE (seed 002: `EX 600`).
+    /// AWAY lasts this long without activity, then OFFLINE (the user online status design: `EX 600`).
     /// Env `PRESENCE_AWAY_TTL` (duration).
     pub presence_away_ttl_ms: u64,
     /// Most ids in one status batch (`POST /status`, GetMultipleUserStatus); more is 400.
@@ -521,7 +521,7 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("body_read_timeout_ms"));
         let cfg = Config::load_from(None, env(&[("BODY_READ_TIMEOUT_MS", "750")])).unwrap();
         assert_eq!(cfg.body_read_timeout_ms, 750);
-        // Seed 002's duration format.
+        // The user online status design's duration format.
         let cfg = Config::load_from(None, env(&[("USER_STATUS_TTL", "2s"), ("HEARTBEAT_INTERVAL", "500ms")])).unwrap();
         assert_eq!((cfg.presence_ttl_ms, cfg.presence_heartbeat_interval_ms), (2_000, 500));
         assert_eq!(duration_ms("X", "30").unwrap(), 30_000);

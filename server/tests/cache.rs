@@ -1,4 +1,4 @@
-//! The read-through cache (seed 001) against the real Redis and cluster.
+//! The read-through cache (hotcold-user-api) against the real Redis and cluster.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::{id_on_shard, Proxy, TestApp};
 use sonic_rs::JsonValueTrait;
 
-/// Seed 001 ids are at most 20 characters.
+/// hotcold-user-api ids are at most 20 characters.
 fn short_id(tag: &str) -> String {
     let u = uuid::Uuid::new_v4().simple().to_string();
     format!("{tag}{}", &u[..(20 - tag.len()).min(14)])

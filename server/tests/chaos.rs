@@ -77,7 +77,7 @@ fn server_env(tag: &str) -> Vec<(&'static str, String)> {
         ("DB_PRIMARY_POOL_SIZE", "8".into()),
         ("DB_REPLICA_POOL_SIZE", "8".into()),
         ("SHUTDOWN_GRACE_MS", "10000".into()),
-        // Seed 001's 300 ms lookup deadline measures CPU starvation on a loaded 2-core box
+        // hotcold-user-api's 300 ms lookup deadline measures CPU starvation on a loaded 2-core box
         // (the cluster restarting a primary while the load runs), not fault isolation.
         ("REQUEST_TIMEOUT_MS", "2000".into()),
     ]);

@@ -926,7 +926,7 @@ fn simulations_match_the_openapi_contract() {
     let errors = check_contract(&model, &openapi());
     assert!(errors.is_empty(), "the Gatling simulations and openapi.json disagree:\n  {}", errors.join("\n  "));
 
-    // Seed 003's scenarios, as the simulations must keep them.
+    // The Messenger Clone API's scenarios, as the simulations must keep them.
     assert_eq!(scenario_shapes(&model, "CreateUserSimulation.java"), [["POST /api/v1/users [201]"]]);
     assert_eq!(
         scenario_shapes(&model, "UserSimulation.java"),

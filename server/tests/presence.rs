@@ -1,4 +1,4 @@
-//! Live presence (seeds 000 and 002) against the real Redis: HTTP heartbeat and status,
+//! Live presence (the live user status server and the user online status design) against the real Redis: HTTP heartbeat and status,
 //! gRPC (tonic client over h2c on the HTTP port, reflection), SSE, expiry by the elected
 //! sweeper fanned out to subscribers on every worker, auth, and Redis down and back.
 //! Each test uses its own Redis key prefix (its own channel, deadlines and sweeper lock).
@@ -143,10 +143,10 @@ async fn heartbeat_then_status_over_http_seed_000_contract() {
     let at = chrono::DateTime::parse_from_rfc3339(v[seen.as_str()].as_str().unwrap()).unwrap();
     let age = chrono::Utc::now().signed_duration_since(at);
     assert!(age.num_seconds().abs() < 5, "last activity is now, not {at}");
-    assert_eq!(v[never.as_str()].as_str(), Some("0001-01-01T00:00:00Z"), "seed 000's zero time");
+    assert_eq!(v[never.as_str()].as_str(), Some("0001-01-01T00:00:00Z"), "the live user status server's zero time");
     assert_eq!(v.as_object().unwrap().len(), 2);
 
-    // Seed 000 answered 500 for an empty list.
+    // The live user status server answered 500 for an empty list.
     let (st, v) = post(&app, "/status", r#"{"userIds":[]}"#, None).await;
     assert_eq!((st, v.as_object().map(|o| o.len())), (200, Some(0)));
 
@@ -210,7 +210,7 @@ async fn grpc_on_the_http_port_shares_the_model() {
     assert_ne!(v[a.as_str()].as_str(), Some("0001-01-01T00:00:00Z"));
     assert_ne!(v[b.as_str()].as_str(), Some("0001-01-01T00:00:00Z"));
 
-    // Errors: gRPC codes, seed 002's code first in the message.
+    // Errors: gRPC codes, the user online status design's code first in the message.
     let e = c
         .set_user_status(pb::SetUserStatusRequest { user_id: a.clone(), status: pb::UserStatus::Unknown as i32 })
         .await

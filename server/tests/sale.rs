@@ -1,4 +1,4 @@
-//! The flash sale (seed 004) against the real Redis and cluster. Each test runs its own
+//! The flash sale (the Flash Sale API) against the real Redis and cluster. Each test runs its own
 //! sale: a unique Redis key prefix and sale name, unique item ids (an item sells once, ever).
 
 mod common;

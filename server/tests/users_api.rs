@@ -128,7 +128,7 @@ async fn keyset_pagination_walks_every_row_once_in_order() {
         assert!(cursor.is_some() || found == mine.len(), "list ended before all my rows: {found}/{}", mine.len());
     }
     assert!(pages >= 7, "walked {pages} pages");
-    // Seed 003's offset form still answers a bare array.
+    // The Messenger Clone API's offset form still answers a bare array.
     let (st, arr) = app.get_json("/api/v1/users/?limit=20&offset=0").await;
     assert_eq!(st, 200);
     assert!(arr.is_array());

@@ -1,4 +1,4 @@
-//! The read-through user cache (seed 001), shared by `GET /v1/users` and
+//! The read-through user cache (hotcold-user-api), shared by `GET /v1/users` and
 //! `GET /api/v1/users/:id`. See docs/CACHE.md.
 //!
 //! Keys (prefix `REDIS_KEY_PREFIX`, default `sg:`):

@@ -1,4 +1,4 @@
-//! `GET /v1/users?user_id=ID`: seed 001's contract, byte for byte.
+//! `GET /v1/users?user_id=ID`: hotcold-user-api's contract, byte for byte.
 //!
 //! `{code, message, user_id, deeplink, promo_message, cache_hit, metadata: {timestamp,
 //! version: "v1"}}`, `code` equal to the HTTP status; `message` one of `ok:redis`,
@@ -6,7 +6,7 @@
 //! and `promo_message` only on success (empty strings when the user has none). The whole
 //! lookup is bounded by `REQUEST_TIMEOUT_MS` (seed default 300): past it, 500
 //! `internal error`, as the seed's context deadline did. `user_id` is any id the service
-//! stores, `[A-Za-z0-9_-]{1,64}` (seed 001: at most 20 characters; docs/DECISIONS.md).
+//! stores, `[A-Za-z0-9_-]{1,64}` (hotcold-user-api: at most 20 characters; docs/DECISIONS.md).
 
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ fn reply(status: StatusCode, message: &str, user: Option<(&str, &Projection)>, c
 
 pub async fn v1_users(state: &State, req: Request<Incoming>) -> Resp {
     let id = query_pairs(req.uri().query()).find(|(k, _)| k == "user_id").map(|(_, v)| v.into_owned());
-    // Every id this service stores, `[A-Za-z0-9_-]{1,64}`: seed 001 allowed 20 characters,
+    // Every id this service stores, `[A-Za-z0-9_-]{1,64}`: hotcold-user-api allowed 20 characters,
     // which would leave every generated (UUIDv7, 36 characters) id unreachable here.
     let Some(user_id) = id.as_deref().and_then(|s| UserId::parse(s).ok()) else {
         return reply(StatusCode::BAD_REQUEST, "invalid user_id", None, false);

@@ -52,7 +52,7 @@ pub enum ApiError {
     /// 429 `RATE_LIMITED`: over a configured request rate; `Retry-After` says when to retry.
     #[error("too many requests; retry after {retry_after_s} s")]
     TooManyRequests { retry_after_s: u64 },
-    /// 503 `REDIS_ERROR` (seed 002's code): presence needs Redis and it is down or slow.
+    /// 503 `REDIS_ERROR` (the user online status design's code): presence needs Redis and it is down or slow.
     #[error("redis is unavailable")]
     RedisUnavailable,
     /// 503: a dependency other than a shard (Redis) is down.

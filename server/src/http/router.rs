@@ -47,7 +47,7 @@ pub static ROUTES: &[(Method, &str, Handler)] = &[
     (Method::GET, "/v1/users", Handler::CacheLookup),
     (Method::POST, "/checkout", Handler::Checkout),
     (Method::POST, "/purchase", Handler::Purchase),
-    // `GET /status` is the sale's (seed 004); `POST /status` is presence's (seed 000).
+    // `GET /status` is the sale's (the Flash Sale API); `POST /status` is presence's (the live user status server).
     (Method::GET, "/status", Handler::SaleStatus),
     (Method::POST, "/status", Handler::PresenceStatus),
     (Method::POST, "/heartbeat", Handler::Heartbeat),

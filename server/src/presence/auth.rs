@@ -1,4 +1,4 @@
-//! Optional auth for status changes (seed 002: "UNAUTHORIZED: user not authorized to
+//! Optional auth for status changes (the user online status design: "UNAUTHORIZED: user not authorized to
 //! update status"). When `PRESENCE_AUTH_SECRET` is set, a heartbeat or status change needs
 //! `Authorization: Bearer <JWT>` (HS256, signed with that secret, `exp` required) whose
 //! `sub` is the user being changed. Without a secret, presence is open. Reads and

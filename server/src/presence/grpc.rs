@@ -1,7 +1,7 @@
-//! gRPC `users.status.UserStatusService` (seed 002) and server reflection, served by tonic
+//! gRPC `users.status.UserStatusService` (the user online status design) and server reflection, served by tonic
 //! on the HTTP port: the accept loop sends every request whose content-type is
 //! `application/grpc*` here ([`GrpcRouter::serve`]), over h2c. Errors are gRPC status codes
-//! whose message starts with seed 002's error code (`INVALID_STATUS: ...`), also sent as
+//! whose message starts with the user online status design's error code (`INVALID_STATUS: ...`), also sent as
 //! the `x-error-code` trailer metadata.
 
 use std::pin::Pin;

@@ -1,8 +1,8 @@
-//! Seed 000's HTTP API.
+//! The live user status server's HTTP API.
 //!
 //! - `POST /heartbeat` `{"userId":"u"}` -> 200 `{"success":true,"status":"ONLINE","next_heartbeat_in_seconds":15}`
 //! - `POST /status` `{"userIds":["a","b"]}` -> 200 `{"a":"2026-11-22T02:40:00.123Z","b":"0001-01-01T00:00:00Z"}`
-//!   (RFC 3339 last activity; seed 000's zero time for never seen). One MGET for the batch;
+//!   (RFC 3339 last activity; the live user status server's zero time for never seen). One MGET for the batch;
 //!   `[]` -> `{}`; more than `PRESENCE_MAX_BATCH` ids -> 400 `TOO_MANY_IDS`.
 
 use http::{header, HeaderValue, Request, StatusCode};
@@ -15,7 +15,7 @@ use crate::http::error::ApiError;
 use crate::http::response::{bytes_response, Resp};
 use crate::state::State;
 
-/// Seed 000's "never seen": Go's zero `time.Time` in RFC 3339.
+/// The live user status server's "never seen": Go's zero `time.Time` in RFC 3339.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-//! Live presence (seeds 000 and 002, DESIGN.md sections 4-5): one model served three ways.
+//! Live presence (the live user status server and the user online status design): one model served three ways.
 //!
 //! - `POST /heartbeat` `{"userId"}`            marks the user ONLINE until now + TTL ([`http`])
 //! - `POST /status` `{"userIds":[...]}`        last activity of each id, one MGET ([`http`])
@@ -90,7 +90,7 @@ pub struct Snapshot {
 }
 
 /// Presence failures. Mapped to HTTP in `From<Error> for ApiError` and to gRPC in
-/// [`grpc`]; the codes are seed 002's.
+/// [`grpc`]; the codes are the user online status design's.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("redis is unavailable")]

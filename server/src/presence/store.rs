@@ -1,7 +1,7 @@
 //! Presence state in Redis and the scripts that change it.
 //!
 //! Keys, under `<REDIS_KEY_PREFIX>presence:`:
-//! - `seen:<id>`   last activity, unix ms; no expiry (seed 000's "last seen"; its existence
+//! - `seen:<id>`   last activity, unix ms; no expiry (the live user status server's "last seen"; its existence
 //!   also tells OFFLINE from UNKNOWN)
 //! - `online`      sorted set: the ONLINE ids, scored by the deadline at which they go OFFLINE
 //! - `away`        sorted set: the AWAY ids, scored the same way

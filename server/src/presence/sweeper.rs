@@ -7,7 +7,7 @@
 //! takes over within `lock_ttl`; a leader that shuts down cleanly gives the lock up.
 //!
 //! Keyspace notifications are not used: they are lossy (fire-and-forget pub/sub) and
-//! late (Redis expires keys lazily or by sampling), which is what DESIGN.md says seed 002
+//! late (Redis expires keys lazily or by sampling), which is what says the user online status design
 //! got wrong.
 
 use std::time::Duration;

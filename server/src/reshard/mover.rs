@@ -46,7 +46,7 @@ pub struct Table {
     pub route: &'static str,
 }
 
-/// Every sharded table (DESIGN.md section 3: sale records by item id, the rest by user id).
+/// Every sharded table (: sale records by item id, the rest by user id).
 pub const TABLES: [Table; 3] = [
     Table { name: "users", pk: "id", route: "id" },
     Table { name: "sales", pk: "item_id", route: "item_id" },

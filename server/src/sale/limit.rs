@@ -1,4 +1,4 @@
-//! Rate limits of the flash sale (seed 004 had one global token bucket answering 429): a
+//! Rate limits of the flash sale (the Flash Sale API had one global token bucket answering 429): a
 //! limit for the whole service and one per client IP, both GCRA buckets from `governor`
 //! with a burst of one second's worth. Over a limit: 429 `RATE_LIMITED` with `Retry-After`.
 //!

@@ -1,6 +1,6 @@
 //! Refuses to start against a transaction-mode PgBouncer older than 1.21: there, sqlx's
 //! extended protocol can run *another client's* prepared statement without an error
-//! (DESIGN.md section 1). 1.21+ with `max_prepared_statements` is safe.
+//!. 1.21+ with `max_prepared_statements` is safe.
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //!   `"degraded"` with the pieces that are down. Always 200: the process is alive.
 //! - `GET /ready`: 503 until every primary and Redis answer, with per-piece detail.
 //! - `GET /metrics`: Prometheus text for the whole service (every worker, summed).
-//! - `GET /api/v1/shards/stats`: seed 003's shape plus measured health, lag, pools, ring share.
+//! - `GET /api/v1/shards/stats`: the Messenger Clone API's shape plus measured health, lag, pools, ring share.
 //!
 //! Health and readiness answer from the monitors' atomics: no database or Redis call.
 

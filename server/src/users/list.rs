@@ -7,7 +7,7 @@
 //! page 1,000 costs what page 1 costs. Ids are unique across shards (the id decides the
 //! shard), so `(created_at, id)` is a total order: no gaps, no repeats.
 //!
-//! `offset` is kept for seed 003 clients; it costs `offset + limit` rows per shard, so
+//! `offset` is kept for the Messenger Clone API clients; it costs `offset + limit` rows per shard, so
 //! it is capped. With a cursor too, it skips that many rows after the cursor. A shard that fails fails the request with 503 naming it, unless
 //! `partial=true`, which returns the healthy shards' rows and names the missing ones in
 //! `X-Missing-Shards`: never a silently short list.

@@ -1,4 +1,4 @@
-//! The sharded users API (seed 003 compatible, DESIGN.md section 4):
+//! The sharded users API (the Messenger Clone API compatible):
 //!
 //! - `POST   /api/v1/users/`      create on the owner shard's primary -> 201 / 409
 //! - `GET    /api/v1/users/:id`   through the read-through cache (`cache`); on a miss the

@@ -212,7 +212,7 @@ async fn ids_full_of_metacharacters_are_refused_with_a_stable_code_everywhere() 
 }
 
 /// Creates a user with these fields, then reads it back every way: the create's own answer,
-/// the primary (`consistency=strong`), the cache (a miss, then a hit) and seed 001's endpoint.
+/// the primary (`consistency=strong`), the cache (a miss, then a hit) and hotcold-user-api's endpoint.
 async fn assert_round_trip(app: &TestApp, id: &str, want: &[(&str, &str)]) {
     let check = |how: &str, v: &sonic_rs::Value| {
         for (k, val) in want {
@@ -333,7 +333,7 @@ fn assert_no_leak(what: &str, headers: &reqwest::header::HeaderMap, body: &str) 
     ] {
         assert!(!lower.contains(needle), "{what}: {needle:?} in {body}");
     }
-    // host:port in the human message (the seed 001 body's timestamp has colons of its own).
+    // host:port in the human message (the hotcold-user-api body's timestamp has colons of its own).
     let v: sonic_rs::Value = sonic_rs::from_str(body).unwrap_or_default();
     for msg in [field(&v, "error"), field(&v, "message")].into_iter().flatten() {
         let b = msg.as_bytes();

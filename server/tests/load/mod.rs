@@ -166,7 +166,7 @@ impl Load {
         let tasks = (0..n)
             .map(|c| {
                 let (stop, base, ring) = (stop.clone(), base.to_string(), ring.clone());
-                let prefix = format!("{run}{c}"); // short: seed 001's /v1/users takes ids of at most 20
+                let prefix = format!("{run}{c}"); // short: hotcold-user-api's /v1/users takes ids of at most 20
                 tokio::spawn(async move { drive(&base, &prefix, &ring, &stop, t0).await })
             })
             .collect();

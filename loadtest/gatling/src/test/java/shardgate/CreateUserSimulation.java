@@ -6,7 +6,7 @@ import io.gatling.javaapi.core.ScenarioBuilder;
 import io.gatling.javaapi.core.Simulation;
 
 /**
- * Seed 003's create-user load: every virtual user creates one user with unique first_name,
+ * The Messenger Clone API's create-user load: every virtual user creates one user with unique first_name,
  * last_name and email (POST /api/v1/users/) and checks 201 and the new id.
  *
  * <pre>

@@ -6,7 +6,7 @@ import io.gatling.javaapi.core.ScenarioBuilder;
 import io.gatling.javaapi.core.Simulation;
 
 /**
- * Seed 003's user load tests: every virtual user runs one CRUD pass over its own new user.
+ * The Messenger Clone API's user load tests: every virtual user runs one CRUD pass over its own new user.
  *
  * <ol>
  *   <li>POST /api/v1/users/ (201, saves the id)

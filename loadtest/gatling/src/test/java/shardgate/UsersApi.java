@@ -141,7 +141,7 @@ final class UsersApi {
   /**
    * GET /api/v1/users/:id of the user just deleted: 404 USER_NOT_FOUND. consistency=strong reads
    * the primary: an eventual read may come from a replica that has not applied the delete yet
-   * (DESIGN.md allows a bounded replica lag), which would be a false failure under load.
+   * ( allows a bounded replica lag), which would be a false failure under load.
    */
   static final HttpRequestActionBuilder READ_DELETED =
       http("GET /api/v1/users/:id (deleted)")
@@ -194,7 +194,7 @@ final class UsersApi {
         }
       case "10k":
         {
-          // Seed 003's headline: 10,000 concurrent users, ramped up over 30 s, then held.
+          // The Messenger Clone API's headline: 10,000 concurrent users, ramped up over 30 s, then held.
           int peak = users(10_000);
           return new Steps().ramp(0, peak, 30).constant(peak, duration(60));
         }
